@@ -1,0 +1,177 @@
+"""The ``regzoo`` command: ``list``, ``info SLUG``, ``repro SLUG``, ``bench SLUG``, ``report``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import runpy
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from regzoo.registry import KINDS, MethodCard, card, cards, results_dir
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    selected = cards(kind=args.kind, pattern=args.pattern)
+    if args.json:
+        rows = [{"slug": c.slug, "kind": c.kind, "title": c.paper.title, "year": c.paper.year,
+                 "arxiv": c.paper.arxiv, "code": c.paper.code_url, "status": c.status,
+                 "claim": c.paper.claim} for c in selected]
+        print(json.dumps(rows, indent=2))
+        return 0
+    width = max(len(c.slug) for c in selected) if selected else 4
+    print(f"{'slug':<{width}}  {'kind':<10} {'status':<15} year  title")
+    for c in selected:
+        title = c.paper.title if len(c.paper.title) <= 70 else c.paper.title[:67] + "..."
+        print(f"{c.slug:<{width}}  {c.kind:<10} {c.status:<15} {c.paper.year}  {title}")
+    counts = {s: sum(c.status == s for c in selected) for s in {c.status for c in selected}}
+    print(f"\n{len(selected)} methods: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    return 0
+
+
+def _card_text(c: MethodCard) -> str:
+    p = c.paper
+    lines = [
+        f"{c.slug} — {p.title}",
+        f"  {p.venue} ({p.year}); arXiv {p.arxiv or '—'}; official code {p.code_url or '—'}",
+        f"  kind: {c.kind}; status: {c.status}",
+    ]
+    if c.implemented:
+        lines += [f"  object: {c.target}", f"  method: {c.summary}", f"  equation: {c.equation}"]
+        if c.defaults:
+            lines.append("  defaults:")
+            lines += [f"    {d.name} = {d.value!r}   ({d.source})" for d in c.defaults]
+        if c.variants:
+            lines.append("  variants: " + "; ".join(c.variants))
+    lines.append(f"  claim checked: {p.claim}")
+    result = c.last_result() if c.implemented else None
+    if result is not None:
+        claim = result["claim"]
+        obs = claim["observed"]
+        lines.append(f"  last full run: {claim['verdict']} — effect {obs['mean_effect']:.4f} ± "
+                     f"{obs['se'] if obs['se'] is None else round(obs['se'], 4)} (SE, n={obs['n']})"
+                     f" on {claim['metric']} ({claim['setting']}), {result['run']['created_at']}")
+        lines.append(f"  command: {result['run']['command']}")
+    elif c.implemented:
+        lines.append(f"  no committed full run yet: regzoo repro {c.slug} --full")
+    return "\n".join(lines)
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    print(_card_text(card(args.slug)))
+    return 0
+
+
+def _parse_sets(items: Sequence[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _cmd_repro(args: argparse.Namespace) -> int:
+    from regzoo.repro.report import VERDICT_MARK, result_markdown
+    from regzoo.repro.runner import load_reproduction, run_reproduction
+
+    mode = "tiny" if args.tiny else "full" if args.full else "quick"
+    result = run_reproduction(
+        args.slug, mode, seeds=args.seeds, overrides=_parse_sets(args.set),
+        device=args.device, out=args.out, resume=args.resume, jobs=args.jobs,
+        command="regzoo " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+    )
+    if "out" not in result["run"]:
+        return 0
+    print(result_markdown(load_reproduction(args.slug), result))
+    print(f"artefacts: {result['run']['out']}" + (
+        f" (and {result['run']['results_dir']})" if "results_dir" in result["run"] else ""))
+    verdict = result["claim"]["verdict"]
+    print(f"verdict: {VERDICT_MARK[verdict]}")
+    return 1 if args.strict and verdict != "reproduced" else 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / f"{args.slug}.py"
+    card(args.slug)
+    if not script.is_file():
+        raise ValueError(f"no benchmark for {args.slug!r} at {script} (benchmarks/ ships with the "
+                         "source checkout: run from a clone installed with pip install -e .)")
+    sys.argv = [str(script), *args.args]
+    runpy.run_path(str(script), run_name="__main__")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from regzoo.repro.report import build_results_index
+    from regzoo.train.checkpoint import atomic_write_bytes
+
+    root = Path(args.results) if args.results else results_dir()
+    text = build_results_index(root)
+    atomic_write_bytes(root / "README.md", text.encode())
+    print(f"wrote {root / 'README.md'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``regzoo`` command."""
+    parser = argparse.ArgumentParser(prog="regzoo", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("list", help="all 27 papers: slug, kind, status, year, title")
+    p.add_argument("--kind", choices=KINDS)
+    p.add_argument("--pattern", default="*", help="shell wildcard on the slug, e.g. '*lora*'")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_cmd_list)
+
+    p = sub.add_parser("info", help="a method's card: paper, equation, defaults, last verdict")
+    p.add_argument("slug")
+    p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("repro", help="run a method's reproduction of its paper's claim")
+    p.add_argument("slug")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--tiny", action="store_true", help="smoke size (seconds)")
+    size.add_argument("--quick", action="store_true", help="default: ≤ 2 minutes on 2 cores")
+    size.add_argument("--full", action="store_true", help="full run, writes results/<slug>/")
+    p.add_argument("--seeds", type=int, nargs="+", help="training seeds, e.g. --seeds 0 1 2")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field (repeatable), e.g. --set epochs=50")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:K")
+    p.add_argument("--out", help="output folder (default runs/<slug>/<mode>-<time>)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    p.add_argument("--jobs", type=int, help="parallel processes (default: number of cores)")
+    p.add_argument("--strict", action="store_true", help="exit 1 unless the claim reproduces")
+    p.set_defaults(func=_cmd_repro)
+
+    p = sub.add_parser("bench", help="step-time ratios: method vs plain step (benchmarks/)")
+    p.add_argument("slug")
+    p.add_argument("args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("report", help="rebuild results/README.md from committed results")
+    p.add_argument("--results", help="results folder (default: the checkout's results/)")
+    p.set_defaults(func=_cmd_report)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``regzoo`` console script."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except (ValueError, KeyError, TypeError, ImportError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"regzoo: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Small bases shared by every method: argument checks, weight schedules, composition."""

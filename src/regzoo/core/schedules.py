@@ -1,0 +1,86 @@
+"""Weight schedules: a term's weight as a function of the training step or epoch.
+
+A schedule is any callable ``f(t) -> float``. These are the shapes the papers use: constant
+weights, linear warm-up, the sigmoid ramp-up of temporal ensembling that ELR+ uses for λ and for
+its weight-averaging decay (Laine & Aila, 2017: ``exp(-5 (1 - t/T)^2)``), and cosine decay.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from regzoo.core.checks import check_positive_int, check_real
+
+Schedule = Callable[[int], float]
+
+
+@dataclass(frozen=True)
+class Constant:
+    """``w(t) = value``."""
+
+    value: float
+
+    def __call__(self, t: int) -> float:
+        return self.value
+
+
+@dataclass(frozen=True)
+class LinearRamp:
+    """``w(t) = start + (end - start) · min(t / length, 1)``."""
+
+    start: float
+    end: float
+    length: int
+
+    def __post_init__(self) -> None:
+        check_positive_int("length", self.length)
+
+    def __call__(self, t: int) -> float:
+        return self.start + (self.end - self.start) * min(max(t, 0) / self.length, 1.0)
+
+
+@dataclass(frozen=True)
+class SigmoidRamp:
+    """``w(t) = value · exp(-5 (1 - min(t/length, 1))^2)``: 0.0067·value at t=0, value at t≥length.
+
+    The ramp-up of temporal ensembling (Laine & Aila, ICLR 2017, §3.1), used by ELR+ for λ
+    (``coef_step``) and for the weight-averaging decay (``ema_step``).
+    """
+
+    value: float
+    length: int
+
+    def __post_init__(self) -> None:
+        check_real("value", self.value)
+        check_positive_int("length", self.length, minimum=0)
+
+    def __call__(self, t: int) -> float:
+        if self.length == 0:
+            return self.value
+        phase = 1.0 - min(max(t, 0) / self.length, 1.0)
+        return self.value * math.exp(-5.0 * phase * phase)
+
+
+@dataclass(frozen=True)
+class Cosine:
+    """``w(t) = end + (start - end) · (1 + cos(π · min(t/length, 1))) / 2``."""
+
+    start: float
+    end: float
+    length: int
+
+    def __post_init__(self) -> None:
+        check_positive_int("length", self.length)
+
+    def __call__(self, t: int) -> float:
+        phase = min(max(t, 0) / self.length, 1.0)
+        return self.end + (self.start - self.end) * 0.5 * (1.0 + math.cos(math.pi * phase))
+
+
+def as_schedule(weight: float | Schedule, name: str = "weight") -> Schedule:
+    """Turn a number into a :class:`Constant`; pass a callable schedule through."""
+    if callable(weight):
+        return weight
+    return Constant(check_real(name, weight))

@@ -1,0 +1,1 @@
+"""One module (or package) per paper, named by the method's slug; see ``regzoo list``."""

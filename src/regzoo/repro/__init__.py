@@ -1,0 +1,1 @@
+"""Reproductions: ``regzoo repro <slug>`` runs ``regzoo.repro.<slug>`` through the runner."""

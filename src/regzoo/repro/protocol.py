@@ -1,0 +1,140 @@
+"""What a reproduction declares: its units of work, its claim, and how to run one unit.
+
+A reproduction module ``regzoo.repro.<slug>`` defines a :class:`Reproduction` subclass named
+``REPRODUCTION``-bound instance. The runner (:mod:`regzoo.repro.runner`) does the rest: seeds,
+parallel processes, resume, timing, artefacts.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+
+from regzoo.repro.config import ReproConfig
+from regzoo.train.distributed import DistributedContext
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One independent training run: a setting (e.g. a noise level), an arm, a seed."""
+
+    setting: str
+    arm: str
+    seed: int
+
+    @property
+    def id(self) -> str:
+        """File-name-safe identifier, unique within a reproduction."""
+        return f"{self.setting}__{self.arm}__s{self.seed}"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The paper's headline effect as a paired comparison over seeds.
+
+    The effect per seed is ``d_s = sign · (method_s − baseline_s)`` on ``metric`` in ``setting``
+    (``sign`` = +1 when higher is better). With mean m and standard error e over n seeds:
+    ``reproduced`` when m ≥ margin and m − 2e > 0; ``not_reproduced`` when m + 2e < margin;
+    ``inconclusive`` otherwise, and always when n < 2.
+    """
+
+    statement: str
+    metric: str
+    setting: str
+    method: str
+    baseline: str
+    margin: float
+    higher_is_better: bool = True
+
+    def evaluate(self, method_values: dict[int, float],
+                 baseline_values: dict[int, float]) -> dict[str, Any]:
+        """The observed effect and verdict from per-seed values keyed by seed."""
+        seeds = sorted(set(method_values) & set(baseline_values))
+        sign = 1.0 if self.higher_is_better else -1.0
+        diffs = [sign * (method_values[s] - baseline_values[s]) for s in seeds]
+        n = len(diffs)
+        mean = statistics.fmean(diffs) if diffs else math.nan
+        se = statistics.stdev(diffs) / math.sqrt(n) if n > 1 else math.nan
+        if n < 2:
+            verdict = "inconclusive"
+        elif mean >= self.margin and mean - 2 * se > 0:
+            verdict = "reproduced"
+        elif mean + 2 * se < self.margin:
+            verdict = "not_reproduced"
+        else:
+            verdict = "inconclusive"
+        return {
+            "statement": self.statement,
+            "metric": self.metric,
+            "setting": self.setting,
+            "method": self.method,
+            "baseline": self.baseline,
+            "margin": self.margin,
+            "direction": "higher" if self.higher_is_better else "lower",
+            "observed": {"mean_effect": mean, "se": se, "n": n,
+                         "per_seed": dict(zip(map(str, seeds), diffs))},
+            "verdict": verdict,
+        }
+
+
+@dataclass
+class UnitEnv:
+    """What the runner hands a unit: device/process context, checkpoint file, logging."""
+
+    context: DistributedContext
+    checkpoint_path: str
+    resume: bool
+    log: Callable[[dict[str, float]], None]
+    progress: bool | None
+
+
+@dataclass
+class UnitResult:
+    """A finished unit: scalar metrics and per-epoch curves."""
+
+    metrics: dict[str, float]
+    curves: dict[str, list[float]]
+
+
+class Reproduction(abc.ABC):
+    """A paper's headline experiment at CPU scale."""
+
+    slug: ClassVar[str]
+    config_type: ClassVar[type[ReproConfig]]
+    title: ClassVar[str]
+    plot_curve: ClassVar[str]
+    """Name of the per-epoch curve the default plot draws (one panel per setting)."""
+    plot_label: ClassVar[str] = ""
+    arm_labels: ClassVar[dict[str, str]] = {}
+    table_metrics: ClassVar[tuple[str, ...]] = ()
+
+    @abc.abstractmethod
+    def units(self, config: Any) -> list[Unit]:
+        """Every independent run of this config, in a stable order."""
+
+    @abc.abstractmethod
+    def run_unit(self, config: Any, unit: Unit, env: UnitEnv) -> UnitResult:
+        """Train and evaluate one unit; must be deterministic given the unit's seed."""
+
+    @abc.abstractmethod
+    def claim(self, config: Any) -> Claim:
+        """The headline comparison this config checks."""
+
+    def derived_arms(self, config: Any,
+                     records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Extra arms computed from finished units without training (default: none)."""
+        return []
+
+    def timing(self, config: Any, device: torch.device) -> dict[str, Any]:
+        """Method step vs plain step, measured side by side in this process (default: none)."""
+        return {}
+
+    def note(self, config: Any, claim: dict[str, Any]) -> str:
+        """Free text for the claim: what the numbers mean, what was tried."""
+        return ""

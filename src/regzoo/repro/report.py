@@ -1,0 +1,146 @@
+"""Result JSON → Markdown table, PNG plot, and the ``results/README.md`` overview.
+
+Plots use matplotlib's Agg backend (imported lazily: it is the ``plot`` extra) with fixed size
+and DPI and no software/date metadata, so reruns give byte-stable diffs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from regzoo.repro.protocol import Reproduction
+
+VERDICT_MARK = {"reproduced": "reproduced", "not_reproduced": "NOT reproduced",
+                "inconclusive": "inconclusive"}
+
+
+def _pm(summary: Mapping[str, Any], digits: int = 3) -> str:
+    mean, se = summary.get("mean"), summary.get("se")
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "–"
+    if se is None or (isinstance(se, float) and math.isnan(se)):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {se:.{digits}f}"
+
+
+def result_markdown(repro: Reproduction, result: Mapping[str, Any]) -> str:
+    """The Markdown report: claim and verdict, a table per setting, timing, the command."""
+    run, claim = result["run"], result["claim"]
+    observed = claim["observed"]
+    lines = [
+        f"# {run['slug']}: {run['title']}",
+        "",
+        f"**Claim.** {claim['statement']}",
+        "",
+        f"**Verdict: {VERDICT_MARK[claim['verdict']]}.** Observed {claim['method']} − "
+        f"{claim['baseline']} on `{claim['metric']}` ({claim['setting']}): "
+        f"{_pm({'mean': observed['mean_effect'], 'se': observed['se']})} (mean ± SE over "
+        f"{observed['n']} seeds; margin {claim['margin']}, higher is "
+        f"{'better' if claim['direction'] == 'higher' else 'worse'}).",
+        "",
+    ]
+    if claim.get("note"):
+        lines += [claim["note"], ""]
+    aggregate = result["metrics"]["aggregate"]
+    for setting, arms in aggregate.items():
+        metrics = list(repro.table_metrics) or sorted({m for a in arms.values() for m in a})
+        lines += [f"## {setting}", "",
+                  "| arm | " + " | ".join(metrics) + " |",
+                  "|---|" + "---|" * len(metrics)]
+        for arm, values in arms.items():
+            label = repro.arm_labels.get(arm, arm)
+            cells = [_pm(values[m]) if m in values else "–" for m in metrics]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines.append("")
+    timing = result.get("timing") or {}
+    if timing:
+        lines += ["## Step time (same process, interleaved)", ""]
+        lines += [f"- {key}: {value:.3g}" if isinstance(value, float) else f"- {key}: {value}"
+                  for key, value in timing.items()]
+        lines.append("")
+    lines += [
+        "## Run", "",
+        f"- command: `{run['command']}`",
+        f"- seeds: {run['seeds']}; mode: {run['mode']}; wall time: {run['wall_seconds']:.0f} s",
+        f"- regzoo {run['regzoo_version']} at commit {run['git_commit']}; {run['created_at']}",
+        f"- env: torch {result['env']['torch']}, {result['env']['device']}, "
+        f"{result['env']['cpu_count']} CPUs",
+        f"- plot: `{run['slug']}.png`",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def plot_result(repro: Reproduction, result: Mapping[str, Any], path: Path) -> None:
+    """One panel per setting: mean ± SE of ``repro.plot_curve`` over epochs, one line per arm."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise ImportError("plots need matplotlib: pip install 'regzoo[plot]'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = result["metrics"]["curves"]
+    settings = [s for s in curves if any(repro.plot_curve in arm for arm in curves[s].values())]
+    if not settings:
+        return
+    fig, axes = plt.subplots(1, len(settings), figsize=(4.2 * len(settings), 3.6), dpi=110,
+                             squeeze=False, sharey=True)
+    for ax, setting in zip(axes[0], settings):
+        for arm, named in curves[setting].items():
+            if repro.plot_curve not in named:
+                continue
+            mean, se = named[repro.plot_curve]["mean"], named[repro.plot_curve]["se"]
+            epochs = range(1, len(mean) + 1)
+            line, = ax.plot(epochs, mean, label=repro.arm_labels.get(arm, arm), lw=1.6)
+            if se is not None:
+                low = [m - s for m, s in zip(mean, se)]
+                high = [m + s for m, s in zip(mean, se)]
+                ax.fill_between(epochs, low, high, color=line.get_color(), alpha=0.2, lw=0)
+        ax.set_title(setting)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(repro.plot_label or repro.plot_curve)
+    axes[0][-1].legend(loc="best", fontsize=8)
+    n = result["claim"]["observed"]["n"]
+    fig.suptitle(f"{result['run']['slug']}: mean ± SE over {n} seeds", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, metadata={"Software": None})
+    plt.close(fig)
+
+
+def build_results_index(results: Path) -> str:
+    """``results/README.md``: one row per method with a committed full result."""
+    from regzoo.registry import cards
+
+    rows = ["# Results", "",
+            "Generated by `regzoo report` from `results/<slug>/result.json`; one row per method.",
+            "",
+            "| method | claim metric (setting) | baseline | method | effect (mean ± SE) | "
+            "verdict | seeds | date | command |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for method in cards():
+        path = results / method.slug / "result.json"
+        if not path.is_file():
+            continue
+        result = json.loads(path.read_text())
+        claim, run = result["claim"], result["run"]
+        arms = result["metrics"]["aggregate"][claim["setting"]]
+        metric = claim["metric"]
+        effect = {"mean": claim["observed"]["mean_effect"], "se": claim["observed"]["se"]}
+        rows.append(
+            f"| [{method.slug}]({method.slug}/result.md) | {metric} ({claim['setting']}) | "
+            f"{claim['baseline']} {_pm(arms[claim['baseline']][metric])} | "
+            f"{claim['method']} {_pm(arms[claim['method']][metric])} | {_pm(effect)} | "
+            f"{VERDICT_MARK[claim['verdict']]} | {len(run['seeds'])} | "
+            f"{run['created_at'][:10]} | `{run['command']}` |"
+        )
+    planned = [c.slug for c in cards() if not (results / c.slug / "result.json").is_file()]
+    rows += ["", f"Without a committed full result yet ({len(planned)}): "
+             + ", ".join(planned) + ".", ""]
+    return "\n".join(rows)

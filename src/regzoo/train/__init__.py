@@ -1,0 +1,19 @@
+"""The reference training loop, checkpoints, seeding, timing and torchrun helpers (design.md §5)."""
+
+from regzoo.train.checkpoint import load_checkpoint, save_checkpoint
+from regzoo.train.distributed import DistributedContext, all_gather_cat, init_distributed
+from regzoo.train.loop import History, fit
+from regzoo.train.seeding import seed_everything
+from regzoo.train.timing import time_steps
+
+__all__ = [
+    "DistributedContext",
+    "History",
+    "all_gather_cat",
+    "fit",
+    "init_distributed",
+    "load_checkpoint",
+    "save_checkpoint",
+    "seed_everything",
+    "time_steps",
+]

@@ -1,0 +1,52 @@
+"""Side-by-side step timing: ratios measured in one process, interleaved (design.md §7).
+
+Absolute times are noise on a shared 2-core machine; the ratio of two steps measured in
+alternation, in the same process and on the same inputs, is the figure regzoo quotes.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Mapping
+
+import torch
+
+from regzoo.core.checks import check_positive_int
+
+
+def _sync(device: torch.device | None) -> None:
+    if device is not None and device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_steps(
+    steps: Mapping[str, Callable[[], object]],
+    *,
+    repeats: int = 30,
+    inner: int = 5,
+    warmup: int = 5,
+    device: torch.device | None = None,
+) -> dict[str, float]:
+    """Median seconds per call of each step, measured round-robin.
+
+    Each of ``repeats`` rounds times ``inner`` consecutive calls of every step in turn, so slow
+    phases of the machine hit all steps alike.
+    """
+    if not steps:
+        raise ValueError("steps is empty; pass {name: callable}")
+    check_positive_int("repeats", repeats)
+    check_positive_int("inner", inner)
+    for fn in steps.values():
+        for _ in range(warmup):
+            fn()
+    samples: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, fn in steps.items():
+            _sync(device)
+            started = time.perf_counter()
+            for _ in range(inner):
+                fn()
+            _sync(device)
+            samples[name].append((time.perf_counter() - started) / inner)
+    return {name: statistics.median(values) for name, values in samples.items()}
