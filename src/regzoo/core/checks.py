@@ -38,7 +38,7 @@ def check_range(
     too_high = high is not None and (value > high if high_inclusive else value >= high)
     if too_low or too_high:
         left = "-inf" if low is None else f"{'[' if low_inclusive else '('}{low}"
-        right = "inf" if high is None else f"{high}{']' if high_inclusive else ')'}"
+        right = "inf)" if high is None else f"{high}{']' if high_inclusive else ')'}"
         raise ValueError(f"{name} must lie in {left}, {right}, got {value}")
     return value
 

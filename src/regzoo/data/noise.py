@@ -139,22 +139,28 @@ def asymmetric_noise(
 _NOISE_SPEC = re.compile(r"^(clean|sym|symx|pair|asym)(\d{1,3})?$")
 
 
+def parse_noise_spec(spec: str) -> tuple[str, float]:
+    """Split a short noise spec (``sym40``) into its kind and rate; raise if malformed."""
+    match = _NOISE_SPEC.match(spec) if isinstance(spec, str) else None
+    if match is None or (match.group(1) != "clean") == (match.group(2) is None):
+        raise ValueError(
+            f"noise spec must look like 'sym40', 'symx40', 'pair40', 'asym40' or 'clean'; "
+            f"got {spec!r}"
+        )
+    if match.group(1) == "clean":
+        return "clean", 0.0
+    return match.group(1), check_range("noise rate (percent)", int(match.group(2)), 0, 100) / 100
+
+
 def label_noise(spec: str, labels: Any, num_classes: int, *, seed: int = 0) -> NoisyLabels:
     """Apply noise named by a short spec: ``sym40``, ``symx40``, ``pair40``, ``asym40``, ``clean``.
 
     ``sym`` resamples from all classes, ``symx`` from the other classes only, ``pair`` flips
     c→c+1, ``asym`` uses the CIFAR-10 class map; the number is the rate in percent.
     """
-    match = _NOISE_SPEC.match(spec) if isinstance(spec, str) else None
-    if match is None or (match.group(1) != "clean" and match.group(2) is None):
-        raise ValueError(
-            f"noise spec must look like 'sym40', 'symx40', 'pair40', 'asym40' or 'clean'; "
-            f"got {spec!r}"
-        )
-    kind, percent = match.group(1), match.group(2)
+    kind, rate = parse_noise_spec(spec)
     if kind == "clean":
         return symmetric_noise(labels, 0.0, num_classes, seed=seed)
-    rate = check_range("noise rate (percent)", int(percent), 0, 100) / 100.0
     if kind == "sym":
         return symmetric_noise(labels, rate, num_classes, include_true=True, seed=seed)
     if kind == "symx":

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from regzoo.data import TensorBatches, label_noise, load_digits
+from regzoo.data.noise import parse_noise_spec
 from regzoo.methods.elr import EarlyLearningRegularization, ELRPlusConfig, fit_elr_plus
 from regzoo.metrics import classification_metrics, predict_logits
 from regzoo.models import CNN, MLP
@@ -66,6 +67,8 @@ class ELRReproConfig(ReproConfig):
             raise ValueError(f"model must be 'mlp' or 'cnn', got {self.model!r}")
         if not self.noises:
             raise ValueError("noises is empty; give e.g. noises=sym40")
+        for spec in self.noises:
+            parse_noise_spec(spec)
 
     @classmethod
     def tiny(cls) -> ELRReproConfig:

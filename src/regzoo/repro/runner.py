@@ -42,6 +42,7 @@ from regzoo.repro.config import ReproConfig
 from regzoo.repro.protocol import Reproduction, Unit, UnitEnv, UnitResult
 from regzoo.train.checkpoint import atomic_write_bytes
 from regzoo.train.distributed import DistributedContext, init_distributed
+from regzoo.train.loop import progress_disabled
 
 SCHEMA_VERSION = 1
 logger = logging.getLogger(__name__)
@@ -259,7 +260,7 @@ def run_reproduction(
     logger.info("%s %s: %d units (%d to run) with %d process(es) -> %s", slug, mode, len(units),
                 len(pending), jobs, out_path)
     bar = tqdm(total=len(units), initial=len(records), desc=f"{slug} {mode}", unit="run",
-               disable=(not context.is_main) if progress is None else not progress,
+               disable=progress_disabled(progress, context.is_main),
                dynamic_ncols=True)
     if jobs == 1:
         previous_threads = torch.get_num_threads()

@@ -139,7 +139,7 @@ def fit(
         start_epoch = saved["epoch"] + 1
 
     bar = tqdm(range(start_epoch, epochs), desc=desc, initial=start_epoch, total=epochs,
-               disable=(not context.is_main) if progress is None else not progress,
+               disable=progress_disabled(progress, context.is_main),
                mininterval=1.0, leave=False, dynamic_ncols=True)
     global_step = start_epoch * _safe_len(batches)
     for epoch in bar:
@@ -193,6 +193,13 @@ def fit(
             _save(checkpoint_path, trained, optimizer, scheduler, state, history, epoch, context)
     bar.close()
     return history
+
+
+def progress_disabled(progress: bool | None, is_main: bool) -> bool | None:
+    """tqdm's ``disable``: off on other ranks; ``None`` (auto: only on a terminal) by default."""
+    if not is_main:
+        return True
+    return None if progress is None else not progress
 
 
 def _safe_len(batches: Iterable[Any]) -> int:

@@ -113,15 +113,20 @@ class ELRPlusPair(nn.Module):
     @torch.no_grad()
     def update_average(self, k: int, decay: float) -> None:
         """``w̄_k ← decay · w̄_k + (1 − decay) · w_k`` over parameters (not buffers)."""
-        for avg, live in zip(self.averaged[k].parameters(), self.nets[k].parameters()):
-            avg.mul_(decay).add_(live.detach(), alpha=1.0 - decay)
+        averaged = list(self.averaged[k].parameters())
+        live = [p.detach() for p in self.nets[k].parameters()]
+        torch._foreach_lerp_(averaged, live, 1.0 - decay)
 
 
 @dataclass
 class ELRPlusResult:
-    """The trained pair (``model(x)`` predicts) and the per-epoch history."""
+    """The trained pair (``model(x)`` predicts), its target memories and the history.
+
+    ``targets[k]`` is network k's N × C temporal ensemble (fed by the other network's average).
+    """
 
     model: ELRPlusPair
+    targets: tuple[torch.Tensor, torch.Tensor]
     history: History
 
 
@@ -151,11 +156,18 @@ class _StepCounter(nn.Module):
         self.register_buffer("steps", torch.zeros(2, dtype=torch.int64))
 
 
-def _mixup(alpha: float, batch_size: int, device: torch.device) -> tuple[float, torch.Tensor]:
-    if alpha <= 0:
-        return 1.0, torch.arange(batch_size, device=device)
-    u = float(torch.distributions.Beta(alpha, alpha).sample())
-    return max(u, 1.0 - u), torch.randperm(batch_size).to(device)
+class _Mixup:
+    """Draws ``(ℓ, π)``: ℓ = max(u, 1 − u) with u ~ Beta(α, α), π a permutation (torch's RNG)."""
+
+    def __init__(self, alpha: float) -> None:
+        self.beta = (torch.distributions.Beta(alpha, alpha, validate_args=False)
+                     if alpha > 0 else None)
+
+    def __call__(self, batch_size: int, device: torch.device) -> tuple[float, torch.Tensor]:
+        if self.beta is None:
+            return 1.0, torch.arange(batch_size, device=device)
+        u = float(self.beta.sample())
+        return max(u, 1.0 - u), torch.randperm(batch_size).to(device)
 
 
 def fit_elr_plus(
@@ -216,6 +228,7 @@ def fit_elr_plus(
                                                       config.gamma))
     lam_ramp = SigmoidRamp(config.lam, config.coef_step)
     decay_ramp = SigmoidRamp(config.ema_alpha, config.ema_step)
+    mixup = _Mixup(config.mixup_alpha)
     current = {"k": 0}
 
     def step(model: nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
@@ -223,7 +236,7 @@ def fit_elr_plus(
         k = int(which)
         current["k"] = k
         s = int(counter.steps[k])
-        ell, perm = _mixup(config.mixup_alpha, xb.shape[0], xb.device)
+        ell, perm = mixup(xb.shape[0], xb.device)
         with torch.no_grad():
             other = model.averaged[1 - k]
             memories[k].update_targets(idx, other(xb).softmax(dim=1))
@@ -252,4 +265,4 @@ def fit_elr_plus(
         checkpoint_path=checkpoint_path, checkpoint_every=checkpoint_every, resume=resume,
         context=context, distribute=False, progress=progress, desc="elr+", log=log,
     )
-    return ELRPlusResult(pair, history)
+    return ELRPlusResult(pair, (memories[0].targets, memories[1].targets), history)

@@ -1,0 +1,54 @@
+"""The `regzoo` command: list, info, errors, report."""
+
+import json
+
+import pytest
+
+from regzoo.cli import main
+
+
+def test_list_shows_all_27_papers(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "elr" in out and "27 methods" in out and "planned" in out
+
+
+def test_list_json_is_machine_readable(capsys):
+    assert main(["list", "--json", "--kind", "criterion"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["slug"] for r in rows} == {"elr", "pskd"}
+    assert set(rows[0]) >= {"slug", "kind", "title", "year", "status", "claim"}
+
+
+def test_info_shows_the_card(capsys):
+    assert main(["info", "elr"]) == 0
+    out = capsys.readouterr().out
+    assert "EarlyLearningRegularization" in out and "beta = 0.7" in out and "claim" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["info", "elx"], "did you mean elr"),
+        (["repro", "pskd", "--tiny"], "planned"),
+        (["repro", "elr", "--tiny", "--set", "epochs"], "key=value"),
+        (["repro", "elr", "--tiny", "--set", "noises=gauss"], "noise spec"),
+        (["repro", "elr", "--tiny", "--device", "cuda:7"], "CUDA"),
+    ],
+)
+def test_errors_are_one_clear_line_and_exit_2(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    if "cuda" in " ".join(argv):
+        pytest.importorskip("torch")
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("CUDA present")
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("regzoo: error:") and message in err
+
+
+def test_report_writes_the_results_index(tmp_path, capsys):
+    assert main(["report", "--results", str(tmp_path)]) == 0
+    assert (tmp_path / "README.md").read_text().startswith("# Results")
