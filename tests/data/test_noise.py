@@ -37,7 +37,7 @@ def test_pairflip_moves_exactly_round_rate_n_labels_to_the_next_class():
 def test_asymmetric_flips_a_fraction_of_each_mapped_class_to_its_partner():
     out = asymmetric_noise(LABELS, 0.4, seed=2)
     for source, target in CIFAR10_ASYMMETRIC_MAP.items():
-        members = LABELS == source
+        members = source == LABELS
         flipped = out.labels[members] != source
         assert int(flipped.sum()) == round(0.4 * members.sum())
         assert set(out.labels[members][flipped]) == {target}

@@ -10,7 +10,7 @@ def test_digits_split_is_stratified_deterministic_and_unit_scaled():
     a, b, c = load_digits(seed=0), load_digits(seed=0), load_digits(seed=1)
     assert a.x_train.shape == (1198, 64) and a.x_test.shape == (599, 64)
     assert torch.equal(a.x_train, b.x_train) and not torch.equal(a.x_train, c.x_train)
-    assert 0.0 <= float(a.x_train.min()) and float(a.x_train.max()) <= 1.0
+    assert float(a.x_train.min()) >= 0.0 and float(a.x_train.max()) <= 1.0
     test_counts = torch.bincount(a.y_test, minlength=10)
     all_counts = test_counts + torch.bincount(a.y_train, minlength=10)
     assert bool(((test_counts - all_counts / 3).abs() <= 1).all())

@@ -196,7 +196,7 @@ def fit(
 
 
 def progress_disabled(progress: bool | None, is_main: bool) -> bool | None:
-    """tqdm's ``disable``: off on other ranks; ``None`` (auto: only on a terminal) by default."""
+    """The ``disable`` argument of tqdm: off on other ranks, auto (``None``) by default."""
     if not is_main:
         return True
     return None if progress is None else not progress
