@@ -74,6 +74,16 @@ def _check_classes(clean: np.ndarray, num_classes: int) -> None:
         )
 
 
+def _draw(labels: Any, rate: float, num_classes: int,
+          seed: int) -> tuple[np.ndarray, bool, float, np.random.Generator, np.ndarray]:
+    """Validate, then choose exactly round(rate·N) examples: (clean, is_torch, rate, rng, idx)."""
+    clean, is_torch = _as_numpy(labels)
+    _check_classes(clean, num_classes)
+    rate = check_range("rate", rate, 0.0, 1.0)
+    rng = np.random.default_rng(seed)
+    return clean, is_torch, rate, rng, rng.permutation(clean.size)[: round(rate * clean.size)]
+
+
 def symmetric_noise(
     labels: Any, rate: float, num_classes: int, *, include_true: bool = True, seed: int = 0
 ) -> NoisyLabels:
@@ -87,11 +97,7 @@ def symmetric_noise(
             true-label flip rate is rate·(C-1)/C) or from the C-1 other classes only.
         seed: seed of the draw.
     """
-    clean, is_torch = _as_numpy(labels)
-    _check_classes(clean, num_classes)
-    rate = check_range("rate", rate, 0.0, 1.0)
-    rng = np.random.default_rng(seed)
-    chosen = rng.permutation(clean.size)[: round(rate * clean.size)]
+    clean, is_torch, rate, rng, chosen = _draw(labels, rate, num_classes, seed)
     noisy = clean.copy()
     if include_true:
         noisy[chosen] = rng.integers(0, num_classes, size=chosen.size)
@@ -104,11 +110,7 @@ def symmetric_noise(
 
 def pairflip_noise(labels: Any, rate: float, num_classes: int, *, seed: int = 0) -> NoisyLabels:
     """Move exactly round(rate·N) labels from class c to class (c + 1) mod C."""
-    clean, is_torch = _as_numpy(labels)
-    _check_classes(clean, num_classes)
-    rate = check_range("rate", rate, 0.0, 1.0)
-    rng = np.random.default_rng(seed)
-    chosen = rng.permutation(clean.size)[: round(rate * clean.size)]
+    clean, is_torch, rate, _, chosen = _draw(labels, rate, num_classes, seed)
     noisy = clean.copy()
     noisy[chosen] = (clean[chosen] + 1) % num_classes
     return _result(clean, noisy, is_torch, "pairflip", rate)

@@ -103,8 +103,8 @@ class ELRReproduction(Reproduction):
     slug = "elr"
     config_type = ELRReproConfig
     title = "Early-Learning Regularization Prevents Memorization of Noisy Labels"
-    plot_curve = "test_accuracy"
-    plot_label = "test accuracy"
+    plot_curves = (("test_accuracy", "test accuracy"),
+                   ("memorized", "corrupted labels\nfitted (share)"))
     arm_labels = {"ce": "CE", "ce_oracle_stop": "CE + oracle early stop", "elr": "ELR",
                   "elr_plus": "ELR+"}
     table_metrics = ("final_test_accuracy", "best_test_accuracy", "memorized", "final_test_ece")

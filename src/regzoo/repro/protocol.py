@@ -108,9 +108,8 @@ class Reproduction(abc.ABC):
     slug: ClassVar[str]
     config_type: ClassVar[type[ReproConfig]]
     title: ClassVar[str]
-    plot_curve: ClassVar[str]
-    """Name of the per-epoch curve the default plot draws (one panel per setting)."""
-    plot_label: ClassVar[str] = ""
+    plot_curves: ClassVar[tuple[tuple[str, str], ...]]
+    """``(curve name, axis label)`` per plot row; the plot has one column per setting."""
     arm_labels: ClassVar[dict[str, str]] = {}
     table_metrics: ClassVar[tuple[str, ...]] = ()
 

@@ -76,7 +76,7 @@ def result_markdown(repro: Reproduction, result: Mapping[str, Any]) -> str:
 
 
 def plot_result(repro: Reproduction, result: Mapping[str, Any], path: Path) -> None:
-    """One panel per setting: mean ± SE of ``repro.plot_curve`` over epochs, one line per arm."""
+    """Mean ± SE over seeds of each of ``repro.plot_curves`` (rows) per setting (columns)."""
     try:
         import matplotlib
     except ImportError:
@@ -85,26 +85,33 @@ def plot_result(repro: Reproduction, result: Mapping[str, Any], path: Path) -> N
     import matplotlib.pyplot as plt
 
     curves = result["metrics"]["curves"]
-    settings = [s for s in curves if any(repro.plot_curve in arm for arm in curves[s].values())]
-    if not settings:
+    rows = [(name, label) for name, label in repro.plot_curves
+            if any(name in arm for by_arm in curves.values() for arm in by_arm.values())]
+    settings = [s for s in curves if any(name in arm for name, _ in rows
+                                         for arm in curves[s].values())]
+    if not rows or not settings:
         return
-    fig, axes = plt.subplots(1, len(settings), figsize=(4.2 * len(settings), 3.6), dpi=110,
-                             squeeze=False, sharey=True)
-    for ax, setting in zip(axes[0], settings):
-        for arm, named in curves[setting].items():
-            if repro.plot_curve not in named:
-                continue
-            mean, se = named[repro.plot_curve]["mean"], named[repro.plot_curve]["se"]
-            epochs = range(1, len(mean) + 1)
-            line, = ax.plot(epochs, mean, label=repro.arm_labels.get(arm, arm), lw=1.6)
-            if se is not None:
-                low = [m - s for m, s in zip(mean, se)]
-                high = [m + s for m, s in zip(mean, se)]
-                ax.fill_between(epochs, low, high, color=line.get_color(), alpha=0.2, lw=0)
-        ax.set_title(setting)
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel(repro.plot_label or repro.plot_curve)
+    fig, axes = plt.subplots(len(rows), len(settings), dpi=110, squeeze=False,
+                             figsize=(3.6 * len(settings) + 0.8, 2.9 * len(rows)),
+                             sharex=True, sharey="row")
+    for r, (name, label) in enumerate(rows):
+        for ax, setting in zip(axes[r], settings):
+            for arm, named in curves[setting].items():
+                if name not in named:
+                    continue
+                mean, se = named[name]["mean"], named[name]["se"]
+                epochs = range(1, len(mean) + 1)
+                (line,) = ax.plot(epochs, mean, label=repro.arm_labels.get(arm, arm), lw=1.5)
+                if se is not None:
+                    ax.fill_between(epochs, [m - e for m, e in zip(mean, se)],
+                                    [m + e for m, e in zip(mean, se)],
+                                    color=line.get_color(), alpha=0.2, lw=0)
+            ax.grid(alpha=0.3)
+            if r == 0:
+                ax.set_title(setting)
+            if r == len(rows) - 1:
+                ax.set_xlabel("epoch")
+        axes[r][0].set_ylabel(label)
     axes[0][-1].legend(loc="best", fontsize=8)
     n = result["claim"]["observed"]["n"]
     fig.suptitle(f"{result['run']['slug']}: mean ± SE over {n} seeds", fontsize=10)

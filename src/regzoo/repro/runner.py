@@ -41,7 +41,7 @@ from regzoo.registry import card, results_dir
 from regzoo.repro.config import ReproConfig
 from regzoo.repro.protocol import Reproduction, Unit, UnitEnv, UnitResult
 from regzoo.train.checkpoint import atomic_write_bytes
-from regzoo.train.distributed import DistributedContext, init_distributed
+from regzoo.train.distributed import DistributedContext, init_distributed, local_only
 from regzoo.train.loop import progress_disabled
 
 SCHEMA_VERSION = 1
@@ -297,7 +297,10 @@ def run_reproduction(
                for arm in (claim.method, claim.baseline)}
     verdict = claim.evaluate(by_seed[claim.method], by_seed[claim.baseline])
     verdict["note"] = repro.note(config, verdict)
-    timing = repro.timing(config, context.device) if context.is_main else {}
+    timing: dict[str, Any] = {}
+    if context.is_main:
+        with local_only():
+            timing = repro.timing(config, context.device)
 
     result = {
         "schema_version": SCHEMA_VERSION,

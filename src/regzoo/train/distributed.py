@@ -12,7 +12,9 @@ fallback for graphs that trip DDP's hooks.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -40,9 +42,28 @@ class DistributedContext:
         return self.world_size > 1
 
 
+_LOCAL_ONLY = False
+
+
+@contextlib.contextmanager
+def local_only() -> Iterator[None]:
+    """Within this block :func:`is_distributed` is False, so no collective is issued.
+
+    For work one rank does alone (rank 0 timing a step): a collective there would wait forever
+    for ranks that are not calling it.
+    """
+    global _LOCAL_ONLY
+    previous, _LOCAL_ONLY = _LOCAL_ONLY, True
+    try:
+        yield
+    finally:
+        _LOCAL_ONLY = previous
+
+
 def is_distributed() -> bool:
-    """True when a process group with more than one process is initialised."""
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    """True when a process group with more than one process is initialised (and in use)."""
+    return (not _LOCAL_ONLY and dist.is_available() and dist.is_initialized()
+            and dist.get_world_size() > 1)
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:

@@ -44,7 +44,9 @@ the averaged copies start as copies of their networks (the code initialises them
 which its near-zero initial decay hides); mixup draws from torch's seeded generator. The code's
 CIFAR-100-only reweighting of mixed labels by the targets, ``y' ← normalise(y' ⊙ q)``, is the
 option ``label_reweighting``. Under ``torchrun`` gradients are averaged with
-:func:`regzoo.train.distributed.sync_gradients` and the target memories are gathered, as in ELR.
+:func:`regzoo.train.distributed.sync_gradients` and the target memories are gathered, as in ELR;
+mixup pairs examples within each rank's local batch, so with ``mixup_alpha > 0`` the result
+depends on the world size (a 2-process run equals a 1-process run only without mixup: tested).
 """
 
 from __future__ import annotations
