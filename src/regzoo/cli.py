@@ -108,9 +108,15 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from regzoo.repro.report import build_results_index
+    from regzoo.repro.runner import load_reproduction, render_artefacts
     from regzoo.train.checkpoint import atomic_write_bytes
 
     root = Path(args.results) if args.results else results_dir()
+    if args.render:
+        for path in sorted(root.glob("*/result.json")):
+            result = json.loads(path.read_text())
+            render_artefacts(load_reproduction(path.parent.name), result, path.parent)
+            print(f"rendered {path.parent}")
     text = build_results_index(root)
     atomic_write_bytes(root / "README.md", text.encode())
     print(f"wrote {root / 'README.md'}")
@@ -156,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="rebuild results/README.md from committed results")
     p.add_argument("--results", help="results folder (default: the checkout's results/)")
+    p.add_argument("--render", action="store_true",
+                   help="also rewrite each result.md and plot from its result.json")
     p.set_defaults(func=_cmd_report)
     return parser
 

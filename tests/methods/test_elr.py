@@ -192,7 +192,7 @@ def _bad(case):
     [
         ("index_out_of_range", "index"),
         ("negative_index", "index"),
-        ("shape_mismatch", "batch size"),
+        ("shape_mismatch", "target must share the batch size"),
         ("wrong_num_classes", "num_classes"),
         ("nan_logits", "logits"),
         ("empty_batch", "logits"),
@@ -214,3 +214,15 @@ def test_registry_card_points_to_the_criterion():
     assert c.obj is EarlyLearningRegularization
     assert c.kind == "criterion"
     assert {d.name for d in c.defaults} >= {"beta", "lam"}
+
+
+def test_penalty_is_the_unweighted_regulariser_and_updates_the_memory():
+    logits, target, index = _batch(seed=10)
+    full = EarlyLearningRegularization(36, 5, lam=2.0).double()
+    part = EarlyLearningRegularization(36, 5, lam=2.0).double()
+    total = full(logits, target, index)
+    penalty = part.penalty(logits, index)
+    torch.testing.assert_close(total, F.cross_entropy(logits, target) + 2.0 * penalty)
+    torch.testing.assert_close(full.targets, part.targets)
+    with pytest.raises(ValueError, match="index"):
+        part.penalty(logits, index + 100)

@@ -134,6 +134,9 @@ class Reproduction(abc.ABC):
         """Method step vs plain step, measured side by side in this process (default: none)."""
         return {}
 
-    def note(self, config: Any, claim: dict[str, Any]) -> str:
-        """Free text for the claim: what the numbers mean, what was tried."""
+    def note(self, config: Any, claim: dict[str, Any], aggregate: dict[str, Any]) -> str:
+        """Free text for the claim: what the numbers mean, what was tried.
+
+        ``aggregate`` is ``{setting: {arm: {metric: {"mean", "se", ...}}}}``.
+        """
         return ""

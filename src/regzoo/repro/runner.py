@@ -25,6 +25,7 @@ import math
 import multiprocessing
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
@@ -62,9 +63,15 @@ def load_reproduction(slug: str) -> Reproduction:
     return module.REPRODUCTION
 
 
+_NUMBER_LIST = re.compile(r"\[\s*((?:-?[\d.eE+-]+|null)(?:,\s*(?:-?[\d.eE+-]+|null))*)\s*\]")
+
+
 def write_json(path: Path, payload: Any) -> None:
-    """Write JSON atomically, keys in insertion order, NaN written as null."""
-    atomic_write_bytes(path, (json.dumps(_jsonable(payload), indent=2) + "\n").encode())
+    """Write JSON atomically: keys in insertion order, NaN as null, number lists on one line."""
+    text = json.dumps(_jsonable(payload), indent=2)
+    text = _NUMBER_LIST.sub(lambda m: "[" + ", ".join(m.group(1).split()).replace(",,", ",")
+                            + "]", text)
+    atomic_write_bytes(path, (text + "\n").encode())
 
 
 def _jsonable(value: Any) -> Any:
@@ -104,9 +111,10 @@ def aggregate(records: Sequence[dict[str, Any]]) -> tuple[dict[str, Any], dict[s
             for name, runs in named.items():
                 length = min(len(r) for r in runs)
                 stacked = torch.tensor([r[:length] for r in runs], dtype=torch.float64)
-                se = (stacked.std(0) / math.sqrt(len(runs))).tolist() if len(runs) > 1 else None
+                se = stacked.std(0) / math.sqrt(len(runs)) if len(runs) > 1 else None
                 mean_curves.setdefault(setting, {}).setdefault(arm, {})[name] = {
-                    "mean": stacked.mean(0).tolist(), "se": se}
+                    "mean": _rounded(stacked.mean(0).tolist()),
+                    "se": None if se is None else _rounded(se.tolist())}
     return summary, mean_curves
 
 
@@ -170,11 +178,20 @@ def _execute_unit(slug: str, config: ReproConfig, unit: Unit, out: str, resume: 
     started = time.perf_counter()
     result: UnitResult = repro.run_unit(config, unit, env)
     record = {"setting": unit.setting, "arm": unit.arm, "seed": unit.seed,
-              "metrics": result.metrics, "curves": result.curves,
+              "metrics": result.metrics, "curves": _rounded_curves(result.curves),
               "seconds": time.perf_counter() - started}
     if context.is_main:
         write_json(out_path / "units" / f"{unit.id}.json", record)
     return record
+
+
+def _rounded(values: Sequence[float]) -> list[float]:
+    """Curve values at 6 decimals: plots need no more, and result.json stays reviewable."""
+    return [round(float(v), 6) for v in values]
+
+
+def _rounded_curves(curves: Mapping[str, Sequence[float]]) -> dict[str, list[float]]:
+    return {name: _rounded(values) for name, values in curves.items()}
 
 
 def _default_out(slug: str, mode: str, resume: bool) -> Path:
@@ -296,7 +313,7 @@ def run_reproduction(
                      if r["setting"] == claim.setting and r["arm"] == arm}
                for arm in (claim.method, claim.baseline)}
     verdict = claim.evaluate(by_seed[claim.method], by_seed[claim.baseline])
-    verdict["note"] = repro.note(config, verdict)
+    verdict["note"] = repro.note(config, verdict, summary)
     timing: dict[str, Any] = {}
     if context.is_main:
         with local_only():
@@ -328,12 +345,17 @@ def run_reproduction(
     return result
 
 
-def _write_artefacts(repro: Reproduction, result: dict[str, Any], out: Path, mode: str) -> None:
+def render_artefacts(repro: Reproduction, result: dict[str, Any], folder: Path) -> None:
+    """Write ``result.json``, ``result.md`` and ``<slug>.png`` of ``result`` into ``folder``."""
     from regzoo.repro.report import plot_result, result_markdown
 
-    write_json(out / "result.json", result)
-    atomic_write_bytes(out / "result.md", result_markdown(repro, result).encode())
-    plot_result(repro, result, out / f"{repro.slug}.png")
+    write_json(folder / "result.json", result)
+    atomic_write_bytes(folder / "result.md", result_markdown(repro, result).encode())
+    plot_result(repro, result, folder / f"{repro.slug}.png")
+
+
+def _write_artefacts(repro: Reproduction, result: dict[str, Any], out: Path, mode: str) -> None:
+    render_artefacts(repro, result, out)
     if mode == "full":
         target = results_dir() / repro.slug
         target.mkdir(parents=True, exist_ok=True)

@@ -111,24 +111,27 @@ class EarlyLearningRegularization(nn.Module):
         return (f"num_examples={self.num_examples}, num_classes={self.num_classes}, "
                 f"lam={self.lam}, beta={self.beta}")
 
-    def _check(self, logits: torch.Tensor, target: torch.Tensor, index: torch.Tensor) -> None:
+    def _check(self, logits: torch.Tensor, index: torch.Tensor,
+               target: torch.Tensor | None = None) -> None:
         check_tensor("logits", logits, ndim=2, floating=True)
         if logits.shape[1] != self.num_classes:
             raise ValueError(f"logits must have num_classes={self.num_classes} columns, got "
                              f"shape {tuple(logits.shape)}")
         check_tensor("index", index, ndim=1, floating=False)
-        if target.ndim != 1 or target.is_floating_point():
-            raise ValueError(f"target must be a 1-D tensor of class indices, got shape "
-                             f"{tuple(target.shape)} and dtype {target.dtype}")
-        if target.shape[0] != logits.shape[0] or index.shape[0] != logits.shape[0]:
-            raise ValueError(
-                f"logits, target and index must share the batch size, got {logits.shape[0]}, "
-                f"{target.shape[0]} and {index.shape[0]}"
-            )
-        t_low, t_high = (int(v) for v in torch.aminmax(target))
-        if t_low < 0 or t_high >= self.num_classes:
-            raise ValueError(f"target must hold class indices in [0, {self.num_classes - 1}], "
-                             f"got values in [{t_low}, {t_high}]")
+        if index.shape[0] != logits.shape[0]:
+            raise ValueError(f"logits and index must share the batch size, got "
+                             f"{logits.shape[0]} and {index.shape[0]}")
+        if target is not None:
+            if target.ndim != 1 or target.is_floating_point():
+                raise ValueError(f"target must be a 1-D tensor of class indices, got shape "
+                                 f"{tuple(target.shape)} and dtype {target.dtype}")
+            if target.shape[0] != logits.shape[0]:
+                raise ValueError(f"logits and target must share the batch size, got "
+                                 f"{logits.shape[0]} and {target.shape[0]}")
+            t_low, t_high = (int(v) for v in torch.aminmax(target))
+            if t_low < 0 or t_high >= self.num_classes:
+                raise ValueError(f"target must hold class indices in [0, "
+                                 f"{self.num_classes - 1}], got values in [{t_low}, {t_high}]")
         low, high = (int(v) for v in torch.aminmax(index))
         if low < 0 or high >= self.num_examples:
             raise ValueError(f"index must lie in [0, {self.num_examples - 1}] (num_examples="
@@ -164,13 +167,28 @@ class EarlyLearningRegularization(nn.Module):
             ValueError: on shape, dtype or index-range errors, and when ``logits`` holds NaN
                 or infinite values (raised before the target memory is touched).
         """
-        self._check(logits, target, index)
+        self._check(logits, index, target)
+        log_probs = self._log_probs(logits)
+        return F.nll_loss(log_probs, target) + self.lam * self._regularizer(log_probs, index)
+
+    def penalty(self, logits: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """The regulariser alone, ``mean_i log(1 − ⟨t_i, p_i⟩)`` (unweighted), memory updated.
+
+        For composing ELR with another task loss (PS-KD's soft targets, mixup): the caller adds
+        ``lam * criterion.penalty(logits, index)`` to its own loss.
+        """
+        self._check(logits, index)
+        return self._regularizer(self._log_probs(logits), index)
+
+    def _log_probs(self, logits: torch.Tensor) -> torch.Tensor:
         log_probs = logits.log_softmax(dim=1)
         # Checked before the memory update, so a NaN batch cannot poison the targets.
         if not bool(torch.isfinite(log_probs.sum())):
             check_tensor("logits", logits, finite=True)
+        return log_probs
+
+    def _regularizer(self, log_probs: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         probs = log_probs.exp().clamp(CLAMP, 1.0 - CLAMP)
         index = index.to(self.targets.device)
         rows = self.update_targets(index, probs) if self.training else self.targets[index]
-        return F.nll_loss(log_probs, target) + self.lam * elr_regularizer(
-            probs, rows.to(probs.dtype))
+        return elr_regularizer(probs, rows.to(probs.dtype))
