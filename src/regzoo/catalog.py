@@ -456,9 +456,8 @@ PAPERS: dict[str, PaperEntry] = {
             code_url=None,
             venue="IJCNN 2023",
             claim=(
-                "Weight compander lowers a digits MLP's maximum effective weight and its share of "
-                "near-zero weights versus plain weight decay, at no loss of test accuracy "
-                "(10 seeds)."
+                "Weight compander (fixed a, b) raises test accuracy over weight decay alone on "
+                "small-data digits (paper: +0.2 to +1.6 points); weight statistics reported beside."
             ),
         ),
     )

@@ -85,13 +85,40 @@ class Claim:
 
 @dataclass
 class UnitEnv:
-    """What the runner hands a unit: device/process context, checkpoint file, logging."""
+    """What the runner hands a unit: device/process context, checkpoint file, logging.
+
+    ``workdir`` is the run's output folder, for work several units share (a hyperparameter
+    search done once per run): guard it with :func:`shared_once`.
+    """
 
     context: DistributedContext
     checkpoint_path: str
     resume: bool
     log: Callable[[dict[str, float]], None]
     progress: bool | None
+    workdir: str
+
+
+def shared_once(workdir: str, name: str, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run ``compute`` once per run folder and cache its JSON result as ``<workdir>/<name>.json``.
+
+    Units in parallel processes take a file lock, so the first computes and the others wait and
+    read; a resumed run reuses the cached file.
+    """
+    import fcntl
+    import json
+    from pathlib import Path
+
+    cache = Path(workdir) / f"{name}.json"
+    with open(Path(workdir) / f".{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if cache.exists():
+            return json.loads(cache.read_text())
+        value = compute()
+        from regzoo.train.checkpoint import atomic_write_bytes
+
+        atomic_write_bytes(cache, json.dumps(value).encode())
+        return value
 
 
 @dataclass

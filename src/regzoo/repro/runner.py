@@ -84,10 +84,12 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _summary(values: Sequence[float]) -> dict[str, Any]:
+def _summary(values: Sequence[float | None]) -> dict[str, Any]:
+    """Mean, std, SE and n; a missing or non-finite value (JSON null) makes them NaN."""
     n = len(values)
-    mean = statistics.fmean(values) if n else math.nan
-    std = statistics.stdev(values) if n > 1 else math.nan
+    finite = all(v is not None and math.isfinite(v) for v in values)
+    mean = statistics.fmean(values) if n and finite else math.nan  # type: ignore[arg-type]
+    std = statistics.stdev(values) if n > 1 and finite else math.nan  # type: ignore[arg-type]
     return {"mean": mean, "std": std, "se": std / math.sqrt(n) if n > 1 else math.nan, "n": n,
             "values": list(values)}
 
@@ -174,6 +176,7 @@ def _execute_unit(slug: str, config: ReproConfig, unit: Unit, out: str, resume: 
         resume=resume,
         log=_ProgressLog(out_path / "progress.jsonl", unit),
         progress=progress,
+        workdir=str(out_path),
     )
     started = time.perf_counter()
     result: UnitResult = repro.run_unit(config, unit, env)
