@@ -22,17 +22,24 @@ def test_tiny_run_writes_valid_artefacts(tiny_run):
     for name in ("result.md", "elr.png", "done", "config.json", "progress.jsonl"):
         assert (out / name).is_file(), name
     arms = set(result["metrics"]["aggregate"]["sym40"])
-    assert arms == {"ce", "elr", "elr_plus", "ce_oracle_stop"}
+    assert arms == {"ce", "elr", "elr_plus", "elr_wc", "ce_oracle_stop"}
     assert result["claim"]["verdict"] == "inconclusive"  # one seed cannot decide
     assert result["timing"]["elr_over_ce"] > 0
     lines = (out / "progress.jsonl").read_text().splitlines()
-    assert len(lines) == 3 * ELRReproConfig.tiny().epochs
+    assert len(lines) == 4 * ELRReproConfig.tiny().epochs
 
 
 def test_resume_reuses_finished_units_and_refuses_another_config(tiny_run):
     out, first = tiny_run
     again = run_reproduction("elr", "tiny", out=out, resume=True, jobs=1, progress=False)
     assert again["metrics"]["per_seed"] == first["metrics"]["per_seed"]
+    units = sorted(p.name for p in (out / "units").iterdir())
+    extended = run_reproduction("elr", "tiny", out=out, resume=True, jobs=1, progress=False,
+                                seeds=[0, 1])
+    assert len(extended["metrics"]["per_seed"]) == 2 * len(first["metrics"]["per_seed"])
+    reused = [r for r in extended["metrics"]["per_seed"] if r["seed"] == 0]
+    assert reused == first["metrics"]["per_seed"]
+    assert set(units) < {p.name for p in (out / "units").iterdir()}
     with pytest.raises(ValueError, match="another config"):
         run_reproduction("elr", "tiny", out=out, resume=True, overrides={"epochs": "3"},
                          jobs=1, progress=False)

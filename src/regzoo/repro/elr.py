@@ -10,8 +10,11 @@ initialisation. ELR: β = 0.7, λ = 3 (the official CIFAR-10 values, unchanged).
 Arms: ``ce``; ``ce_oracle_stop`` (the CE run's best test accuracy over epochs — early stopping
 with an oracle, a deliberately strong baseline); ``elr``; ``elr_plus`` (ELR+ with the same
 optimiser and schedule, mixup α = 1, weight-averaging decay 0.997 ramped over the first 57 % of
-the steps as in the official config, two networks). Headline metric: test accuracy at the last
-epoch. ``memorized``: share of the corrupted training examples predicted as their noisy label.
+the steps as in the official config, two networks); ``elr_wc`` (composition of a criterion and a
+transform: ELR on a network whose Linear weights are companded, W = a·arctan(V/b) with the
+paper's CIFAR-10 ResNet pair a = 1.0, b = 0.6, weight decay on the effective weights).
+Headline metric: test accuracy at the last epoch. ``memorized``: share of the corrupted training
+examples predicted as their noisy label.
 """
 
 from __future__ import annotations
@@ -27,13 +30,14 @@ from torch import nn
 from regzoo.data import TensorBatches, label_noise, load_digits
 from regzoo.data.noise import parse_noise_spec
 from regzoo.methods.elr import EarlyLearningRegularization, ELRPlusConfig, fit_elr_plus
+from regzoo.methods.weight_compander import WeightCompander
 from regzoo.metrics import classification_metrics, predict_logits
 from regzoo.models import CNN, MLP
 from regzoo.repro.config import ReproConfig
 from regzoo.repro.protocol import Claim, Reproduction, Unit, UnitEnv, UnitResult
 from regzoo.train import fit, seed_everything, time_steps
 
-ARMS = ("ce", "elr", "elr_plus")
+ARMS = ("ce", "elr", "elr_plus", "elr_wc")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +58,8 @@ class ELRReproConfig(ReproConfig):
     plus_mixup_alpha: float = 1.0
     plus_ema_alpha: float = 0.997
     plus_ema_fraction: float = 40_000 / 70_400
+    wc_a: float = 1.0
+    wc_b: float = 0.6
     checkpoint_every: int = 10
 
     def __post_init__(self) -> None:
@@ -106,7 +112,8 @@ class ELRReproduction(Reproduction):
     plot_curves = (("test_accuracy", "test accuracy"),
                    ("memorized", "corrupted labels\nfitted (share)"))
     arm_labels = {"ce": "CE", "ce_oracle_stop": "CE + oracle early stop", "elr": "ELR",
-                  "elr_plus": "ELR+"}
+                  "elr_plus": "ELR+", "elr_wc": "ELR + Weight Compander"}
+    unit_axes = ("seeds", "noises", "arms")
     table_metrics = ("final_test_accuracy", "best_test_accuracy", "memorized", "final_test_ece")
 
     def units(self, config: ELRReproConfig) -> list[Unit]:
@@ -168,14 +175,21 @@ class ELRReproduction(Reproduction):
             criterion: nn.Module = (
                 EarlyLearningRegularization(data.x_train.shape[0], data.num_classes,
                                             lam=config.lam, beta=config.beta)
-                if unit.arm == "elr" else _CrossEntropy()
+                if unit.arm in ("elr", "elr_wc") else _CrossEntropy()
             ).to(device)
-            optimizer = make_optimizer(list(model.parameters()))
+            compander = (WeightCompander.apply(model, a=config.wc_a, b=config.wc_b)
+                         if unit.arm == "elr_wc" else None)
+            optimizer = (make_optimizer(list(model.parameters())) if compander is None else
+                         torch.optim.SGD(compander.param_groups(config.weight_decay),
+                                         lr=config.lr, momentum=config.momentum))
             batches = TensorBatches(data.x_train, y_noisy, config.batch_size, seed=unit.seed)
 
             def step(net: nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
                 x, y, idx = batch
-                return criterion(net(x), y, idx)
+                loss = criterion(net(x), y, idx)
+                if compander is not None:
+                    loss = loss + config.weight_decay * compander.penalty()
+                return loss
 
             history = fit(model, batches, step, optimizer, epochs=config.epochs,
                           scheduler=make_scheduler(optimizer), state={"criterion": criterion},
@@ -239,12 +253,14 @@ class ELRReproduction(Reproduction):
         gaps = []
         for setting in config.noises:
             ce, elr, oracle = (mean(setting, a) for a in ("ce", "elr", "ce_oracle_stop"))
-            plus = mean(setting, "elr_plus")
+            plus, with_wc = mean(setting, "elr_plus"), mean(setting, "elr_wc")
             text = f"{setting}: ELR − CE {elr - ce:+.3f}" if elr is not None else setting
             if elr is not None and oracle is not None:
                 text += f", ELR − oracle-stopped CE {elr - oracle:+.3f}"
             if plus is not None and elr is not None:
                 text += f", ELR+ − ELR {plus - elr:+.3f}"
+            if with_wc is not None and elr is not None:
+                text += f", ELR+WC − ELR {with_wc - elr:+.3f}"
             gaps.append(text)
         return (
             "Final-epoch test accuracy (mean over seeds) — " + "; ".join(gaps) + ". "

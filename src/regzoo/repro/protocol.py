@@ -139,6 +139,9 @@ class Reproduction(abc.ABC):
     """``(curve name, axis label)`` per plot row; the plot has one column per setting."""
     arm_labels: ClassVar[dict[str, str]] = {}
     table_metrics: ClassVar[tuple[str, ...]] = ()
+    unit_axes: ClassVar[tuple[str, ...]] = ("seeds",)
+    """Config fields that only add units (seeds, arms, settings): ``--resume`` may extend them,
+    reusing every finished unit; any other change of config needs a new run."""
 
     @abc.abstractmethod
     def units(self, config: Any) -> list[Unit]:

@@ -208,12 +208,20 @@ def _default_out(slug: str, mode: str, resume: bool) -> Path:
     return root / f"{mode}-{stamp}"
 
 
-def _prepare_out(out: Path, config: ReproConfig, resume: bool, is_main: bool) -> None:
+def _prepare_out(out: Path, config: ReproConfig, resume: bool, is_main: bool,
+                 unit_axes: tuple[str, ...]) -> None:
     saved = out / "config.json"
     if resume and saved.exists():
-        if json.loads(saved.read_text()) != _jsonable(config.as_dict()):
-            raise ValueError(f"--resume: {saved} was written with another config; resume with "
-                             "the same --set/--seeds or use a new --out")
+        before, now = json.loads(saved.read_text()), _jsonable(config.as_dict())
+        changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+        extended = all(k in unit_axes and set(before.get(k) or ()) <= set(now.get(k) or ())
+                       for k in changed)
+        if not extended:
+            raise ValueError(f"--resume: {saved} was written with another config (fields "
+                             f"{changed}); resume with the same --set/--seeds, extend only "
+                             f"{list(unit_axes)}, or use a new --out")
+        if changed:
+            logger.warning("--resume extends %s of %s; finished units are reused", changed, out)
     elif (out / "units").exists() and any((out / "units").iterdir()):
         raise ValueError(f"{out} already holds finished units; pass --resume to continue that "
                          "run, or choose another --out (nothing is overwritten silently)")
@@ -261,7 +269,7 @@ def run_reproduction(
         obj: list[Any] = [str(out_path)]
         torch.distributed.broadcast_object_list(obj, src=0)
         out_path = Path(obj[0])
-    _prepare_out(out_path, config, resume, context.is_main)
+    _prepare_out(out_path, config, resume, context.is_main, repro.unit_axes)
     if context.enabled:
         torch.distributed.barrier()
 
