@@ -159,6 +159,7 @@ class PSKDReproduction(Reproduction):
                    ("test_ece", "test ECE (15 bins)"))
     arm_labels = {"ce": "CE", "ls": "label smoothing 0.1", "pskd": "PS-KD",
                   "pskd_elr": "PS-KD + ELR"}
+    unit_axes = ("seeds", "settings", "arms")
     table_metrics = ("final_test_accuracy", "final_test_nll", "final_test_ece",
                      "final_test_confidence", "best_test_accuracy", "memorized")
 

@@ -167,14 +167,17 @@ class WeightCompanderReproduction(Reproduction):
     plot_curves = (("test_accuracy", "test accuracy"), ("test_nll", "test NLL"))
     arm_labels = {"wd": "weight decay", "wc_fixed": "WC fixed (a, b)",
                   "wc_learned": "WC learned", "weight_norm": "weight norm"}
+    unit_axes = ("seeds", "arms")
     table_metrics = ("final_test_accuracy", "final_test_nll", "max_abs_weight",
                      "near_zero_fraction", "excess_kurtosis")
 
     def units(self, config: WCReproConfig) -> list[Unit]:
-        # wc_fixed last: its first unit runs the grid search while the other processes train
-        # the remaining arms, instead of waiting for it.
-        order = sorted(config.arms, key=lambda arm: arm == "wc_fixed")
-        return [Unit("digits200", arm, seed) for arm in order for seed in config.seeds]
+        # The first wc_fixed unit runs the grid search: schedule it first and the other
+        # wc_fixed units last, so the other processes train the remaining arms meanwhile.
+        units = [Unit("digits200", arm, seed) for arm in config.arms for seed in config.seeds]
+        fixed = [u for u in units if u.arm == "wc_fixed"]
+        rest = [u for u in units if u.arm != "wc_fixed"]
+        return fixed[:1] + rest + fixed[1:]
 
     def claim(self, config: WCReproConfig) -> Claim:
         return Claim(
