@@ -115,7 +115,11 @@ def _cmd_report(args: argparse.Namespace) -> int:
     if args.render:
         for path in sorted(root.glob("*/result.json")):
             result = json.loads(path.read_text())
-            render_artefacts(load_reproduction(path.parent.name), result, path.parent)
+            repro = load_reproduction(path.parent.name)
+            config = repro.config_type.from_dict(result["run"]["config"])
+            result["claim"]["note"] = repro.note(config, result["claim"],
+                                                 result["metrics"]["aggregate"])
+            render_artefacts(repro, result, path.parent)
             print(f"rendered {path.parent}")
     text = build_results_index(root)
     atomic_write_bytes(root / "README.md", text.encode())
@@ -163,7 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="rebuild results/README.md from committed results")
     p.add_argument("--results", help="results folder (default: the checkout's results/)")
     p.add_argument("--render", action="store_true",
-                   help="also rewrite each result.md and plot from its result.json")
+                   help="also rewrite each result's note, result.md and plot from its "
+                   "result.json (after a change of the report code; no training)")
     p.set_defaults(func=_cmd_report)
     return parser
 

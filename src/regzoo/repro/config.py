@@ -52,6 +52,11 @@ class ReproConfig:
             values[key] = parse_value(key, text, hints[key])
         return dataclasses.replace(self, **values)
 
+    @classmethod
+    def from_dict(cls: type[C], values: Mapping[str, Any]) -> C:
+        """Rebuild a config from :meth:`as_dict` output (as stored in ``result.json``)."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready view of the config."""
         return {k: list(v) if isinstance(v, tuple) else v

@@ -27,6 +27,12 @@ def _pm(summary: Mapping[str, Any], digits: int = 3) -> str:
     return f"{mean:.{digits}f} ± {se:.{digits}f}"
 
 
+def _in_display_order(repro: Reproduction, arms: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """Arms in the order of ``repro.arm_labels``, any unlabelled arm after them."""
+    rank = {arm: i for i, arm in enumerate(repro.arm_labels)}
+    return sorted(arms.items(), key=lambda item: rank.get(item[0], len(rank)))
+
+
 def result_markdown(repro: Reproduction, result: Mapping[str, Any]) -> str:
     """The Markdown report: claim and verdict, a table per setting, timing, the command."""
     run, claim = result["run"], result["claim"]
@@ -51,7 +57,7 @@ def result_markdown(repro: Reproduction, result: Mapping[str, Any]) -> str:
         lines += [f"## {setting}", "",
                   "| arm | " + " | ".join(metrics) + " |",
                   "|---|" + "---|" * len(metrics)]
-        for arm, values in arms.items():
+        for arm, values in _in_display_order(repro, arms):
             label = repro.arm_labels.get(arm, arm)
             cells = [_pm(values[m]) if m in values else "–" for m in metrics]
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
@@ -96,7 +102,7 @@ def plot_result(repro: Reproduction, result: Mapping[str, Any], path: Path) -> N
                              sharex=True, sharey="row")
     for r, (name, label) in enumerate(rows):
         for ax, setting in zip(axes[r], settings):
-            for arm, named in curves[setting].items():
+            for arm, named in _in_display_order(repro, curves[setting]):
                 if name not in named:
                     continue
                 mean, se = named[name]["mean"], named[name]["se"]
