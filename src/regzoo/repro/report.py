@@ -72,7 +72,8 @@ def result_markdown(repro: Reproduction, result: Mapping[str, Any]) -> str:
         "## Run", "",
         f"- command: `{run['command']}`",
         f"- seeds: {run['seeds']}; mode: {run['mode']}; wall time: {run['wall_seconds']:.0f} s",
-        f"- regzoo {run['regzoo_version']} at commit {run['git_commit']}; {run['created_at']}",
+        f"- regzoo {run['regzoo_version']} at commit {run['git_commit']}"
+        f"{' (with uncommitted changes)' if run.get('git_dirty') else ''}; {run['created_at']}",
         f"- env: torch {result['env']['torch']}, {result['env']['device']}, "
         f"{result['env']['cpu_count']} CPUs",
         f"- plot: `{run['slug']}.png`",

@@ -120,13 +120,20 @@ def aggregate(records: Sequence[dict[str, Any]]) -> tuple[dict[str, Any], dict[s
     return summary, mean_curves
 
 
-def _git_commit() -> str | None:
+def _git(*args: str) -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+        out = subprocess.run(["git", *args], capture_output=True, text=True,
                              cwd=Path(__file__).parent, timeout=10, check=True)
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None
+    return out.stdout.strip()
+
+
+def _git_state() -> tuple[str | None, bool | None]:
+    """The checkout's commit and whether its tracked source differs from it, at the run's start."""
+    commit = _git("rev-parse", "HEAD") or None
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", ":/src")
+    return commit, None if status is None else bool(status)
 
 
 def environment(device: torch.device) -> dict[str, Any]:
@@ -259,6 +266,7 @@ def run_reproduction(
         command: the command line to record (default: ``sys.argv``).
     """
     wall_start = time.perf_counter()
+    commit, dirty = _git_state()
     repro = load_reproduction(slug)
     config = repro.config_type.preset(mode).with_overrides(overrides or {})
     if seeds:
@@ -340,7 +348,8 @@ def run_reproduction(
             "config": config.as_dict(),
             "seeds": list(config.seeds),
             "regzoo_version": environment(context.device)["regzoo"],
-            "git_commit": _git_commit(),
+            "git_commit": commit,
+            "git_dirty": dirty,
             "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "wall_seconds": time.perf_counter() - wall_start,
             "world_size": context.world_size,
