@@ -188,6 +188,7 @@ def _execute_unit(slug: str, config: ReproConfig, unit: Unit, out: str, resume: 
     started = time.perf_counter()
     result: UnitResult = repro.run_unit(config, unit, env)
     record = {"setting": unit.setting, "arm": unit.arm, "seed": unit.seed,
+              "git_commit": _git_state()[0],
               "metrics": result.metrics, "curves": _rounded_curves(result.curves),
               "seconds": time.perf_counter() - started}
     if context.is_main:
@@ -220,15 +221,20 @@ def _prepare_out(out: Path, config: ReproConfig, resume: bool, is_main: bool,
     saved = out / "config.json"
     if resume and saved.exists():
         before, now = json.loads(saved.read_text()), _jsonable(config.as_dict())
-        changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+        # Fields the saved config lacks were added to the code since: the finished units ran
+        # without them. Every unit record names the commit it was computed at.
+        changed = sorted(k for k in set(before) | set(now)
+                         if k in before and before.get(k) != now.get(k))
         extended = all(k in unit_axes and set(before.get(k) or ()) <= set(now.get(k) or ())
                        for k in changed)
         if not extended:
             raise ValueError(f"--resume: {saved} was written with another config (fields "
                              f"{changed}); resume with the same --set/--seeds, extend only "
                              f"{list(unit_axes)}, or use a new --out")
-        if changed:
-            logger.warning("--resume extends %s of %s; finished units are reused", changed, out)
+        added = sorted(set(now) - set(before))
+        if changed or added:
+            logger.warning("--resume extends %s and adds fields %s of %s; finished units are "
+                           "reused", changed, added, out)
     elif (out / "units").exists() and any((out / "units").iterdir()):
         raise ValueError(f"{out} already holds finished units; pass --resume to continue that "
                          "run, or choose another --out (nothing is overwritten silently)")
