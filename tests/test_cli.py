@@ -61,3 +61,21 @@ def test_repro_of_a_planned_method_says_it_is_planned(capsys):
         pytest.skip("every method is implemented")
     assert main(["repro", planned[0], "--tiny"]) == 2
     assert "planned" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["repro", "elr", "--tiny", "--device", "gpu0"], "device must be"),
+        (["repro", "elr", "--tiny", "--set", "noises=sym40,sym40"], "repeats units"),
+        (["repro", "elr", "--tiny", "--set", "epochs=0"], "epochs must be positive"),
+        (["repro", "elr", "--tiny", "--set", "lr=nan"], "lr must be finite"),
+        (["repro", "elr", "--tiny", "--seeds", "-1"], "non-negative"),
+        (["report", "--results", "does-not-exist"], "does not exist"),
+    ],
+)
+def test_more_user_errors_are_one_line(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "does-not-exist").exists()

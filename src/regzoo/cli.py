@@ -51,9 +51,12 @@ def _card_text(c: MethodCard) -> str:
     if result is not None:
         claim = result["claim"]
         obs = claim["observed"]
-        lines.append(f"  last full run: {claim['verdict']} — effect {obs['mean_effect']:.4f} ± "
-                     f"{obs['se'] if obs['se'] is None else round(obs['se'], 4)} (SE, n={obs['n']})"
-                     f" on {claim['metric']} ({claim['setting']}), {result['run']['created_at']}")
+        def number(value: float | None) -> str:
+            return "–" if value is None else f"{value:.4f}"
+
+        lines.append(f"  last full run: {claim['verdict']} — effect {number(obs['mean_effect'])}"
+                     f" ± {number(obs['se'])} (SE, n={obs['n']}) on {claim['metric']} "
+                     f"({claim['setting']}), {result['run']['created_at']}")
         lines.append(f"  command: {result['run']['command']}")
     elif c.implemented:
         lines.append(f"  no committed full run yet: regzoo repro {c.slug} --full")
@@ -112,6 +115,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from regzoo.train.checkpoint import atomic_write_bytes
 
     root = Path(args.results) if args.results else results_dir()
+    if not root.is_dir():
+        raise ValueError(f"results folder {root} does not exist; pass --results DIR")
     if args.render:
         for path in sorted(root.glob("*/result.json")):
             result = json.loads(path.read_text())
@@ -125,6 +130,13 @@ def _cmd_report(args: argparse.Namespace) -> int:
     atomic_write_bytes(root / "README.md", text.encode())
     print(f"wrote {root / 'README.md'}")
     return 0
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -155,7 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:K")
     p.add_argument("--out", help="output folder (default runs/<slug>/<mode>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run")
-    p.add_argument("--jobs", type=int, help="parallel processes (default: number of cores)")
+    p.add_argument("--jobs", type=_positive_int,
+                   help="parallel processes (default: number of cores)")
     p.add_argument("--strict", action="store_true", help="exit 1 unless the claim reproduces")
     p.set_defaults(func=_cmd_repro)
 
@@ -180,9 +193,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args))
-    except (ValueError, KeyError, TypeError, ImportError) as error:
+    except (ValueError, KeyError, TypeError, ImportError, OSError, FloatingPointError) as error:
+        if args.verbose:
+            raise
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"regzoo: error: {message}", file=sys.stderr)
+        print(f"regzoo: error: {message} (rerun with -v for the traceback)", file=sys.stderr)
         return 2
 
 

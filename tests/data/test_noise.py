@@ -79,3 +79,8 @@ def test_label_noise_parses_the_short_spec(spec, kind):
 def test_bad_arguments_raise_clearly(call, message):
     with pytest.raises((ValueError, TypeError), match=message):
         call()
+
+
+def test_asymmetric_map_outside_the_classes_is_rejected():
+    with pytest.raises(ValueError, match="outside"):
+        label_noise("asym40", np.repeat(np.arange(5), 10), 5)

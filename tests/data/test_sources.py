@@ -81,3 +81,13 @@ def test_tensor_batches_reject_mismatched_inputs():
         TensorBatches(torch.zeros(5, 2), torch.zeros(4, dtype=torch.long), 2)
     with pytest.raises(ValueError, match="batch_size"):
         TensorBatches(torch.zeros(5, 2), torch.zeros(5, dtype=torch.long), 0)
+
+
+def test_building_a_cnn_leaves_batchnorm_untouched_and_rejects_tiny_inputs():
+    from regzoo.models import CNN
+
+    model = CNN((8, 8), 10)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert all(int(m.num_batches_tracked) == 0 for m in norms)
+    with pytest.raises(ValueError, match="too small"):
+        CNN((2, 2), 10)

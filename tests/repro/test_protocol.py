@@ -45,3 +45,9 @@ def test_results_index_lists_committed_runs_and_the_rest(tmp_path):
     text = build_results_index(tmp_path)
     assert "| [elr](elr/result.md) |" in text and "reproduced" in text
     assert "Without a committed full result yet (26)" in text
+
+
+def test_non_finite_values_make_the_verdict_inconclusive_not_a_crash():
+    out = CLAIM.evaluate({0: 0.9, 1: float("nan"), 2: 0.9}, {0: 0.7, 1: 0.7, 2: None})
+    assert out["verdict"] == "inconclusive"
+    assert math.isnan(out["observed"]["mean_effect"])

@@ -101,3 +101,12 @@ def test_time_steps_returns_a_median_per_step():
     assert set(out) == {"a", "b"} and all(v >= 0 for v in out.values())
     with pytest.raises(ValueError, match="empty"):
         time_steps({})
+
+
+def test_an_epoch_without_batches_is_an_error():
+    model = torch.nn.Linear(2, 2)
+    batches = TensorBatches(torch.zeros(3, 2), torch.zeros(3, dtype=torch.long), 8,
+                            drop_last=True)
+    with pytest.raises(ValueError, match="no batch"):
+        fit(model, batches, lambda net, b: net(b[0]).sum(),
+            torch.optim.SGD(model.parameters(), lr=0.1), epochs=1, progress=False)

@@ -68,7 +68,8 @@ def check_tensor(
         raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(value.shape)}")
     if floating is True and not value.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {value.dtype}")
-    if floating is False and value.is_floating_point():
+    if floating is False and (value.is_floating_point() or value.is_complex()
+                              or value.dtype == torch.bool):
         raise TypeError(f"{name} must be an integer tensor, got dtype {value.dtype}")
     if nonempty and value.numel() == 0:
         raise ValueError(f"{name} is empty (shape {tuple(value.shape)}); pass at least one example")

@@ -83,7 +83,9 @@ class TensorBatches:
         self.batch_size = check_positive_int("batch_size", batch_size)
         self.drop_last = drop_last
         if num_replicas is None or rank is None:
-            distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+            from regzoo.train.distributed import is_distributed
+
+            distributed = is_distributed()
             num_replicas = torch.distributed.get_world_size() if distributed else 1
             rank = torch.distributed.get_rank() if distributed else 0
         self.sampler = DistributedSampler(

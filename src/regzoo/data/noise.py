@@ -117,7 +117,8 @@ def pairflip_noise(labels: Any, rate: float, num_classes: int, *, seed: int = 0)
 
 
 def asymmetric_noise(
-    labels: Any, rate: float, mapping: Mapping[int, int] | None = None, *, seed: int = 0
+    labels: Any, rate: float, mapping: Mapping[int, int] | None = None, *,
+    num_classes: int | None = None, seed: int = 0
 ) -> NoisyLabels:
     """Within each class ``c`` of ``mapping``, flip a fraction ``rate`` of it to ``mapping[c]``.
 
@@ -129,6 +130,13 @@ def asymmetric_noise(
     mapping = dict(CIFAR10_ASYMMETRIC_MAP if mapping is None else mapping)
     if not mapping:
         raise ValueError("mapping is empty; give at least one source→target class pair")
+    if num_classes is not None:
+        _check_classes(clean, num_classes)
+        outside = sorted(c for pair in mapping.items() for c in pair
+                         if not 0 <= c < num_classes)
+        if outside:
+            raise ValueError(f"mapping names classes {outside} outside [0, {num_classes - 1}] "
+                             f"(num_classes={num_classes})")
     rng = np.random.default_rng(seed)
     noisy = clean.copy()
     for source in sorted(mapping):
@@ -169,4 +177,4 @@ def label_noise(spec: str, labels: Any, num_classes: int, *, seed: int = 0) -> N
         return symmetric_noise(labels, rate, num_classes, include_true=False, seed=seed)
     if kind == "pair":
         return pairflip_noise(labels, rate, num_classes, seed=seed)
-    return asymmetric_noise(labels, rate, seed=seed)
+    return asymmetric_noise(labels, rate, num_classes=num_classes, seed=seed)

@@ -233,7 +233,7 @@ class ProgressiveSelfKnowledgeDistillation(nn.Module):
         self._store(index, logits.detach().softmax(dim=1))
 
     def _store(self, index: torch.Tensor, probs: torch.Tensor) -> None:
-        index = index.to(self.predictions.device)
+        index = index.to(self.predictions.device, torch.long)
         probs = probs.detach().to(self.predictions.device, self.predictions.dtype)
         if is_distributed():
             index, probs = all_gather_cat(index), all_gather_cat(probs)

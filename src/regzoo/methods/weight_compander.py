@@ -213,13 +213,15 @@ class WeightCompander:
                 parametrize.remove_parametrizations(layer, "weight", leave_parametrized=True)
             raise
 
-    def _check_usable(self) -> None:
+    def _check_usable(self, merged_ok: bool = True) -> None:
         if self._removed:
             raise RuntimeError("this compander was removed; apply a new one")
+        if self.merged and not merged_ok:
+            raise RuntimeError("the compander is merged (plain layers): call unmerge() first")
 
     def raw_weights(self) -> Iterator[nn.Parameter]:
         """The raw parameters V (one per companded layer)."""
-        self._check_usable()
+        self._check_usable(merged_ok=False)
         for _, layer in self.layers:
             yield layer.parametrizations.weight.original
 
@@ -229,10 +231,12 @@ class WeightCompander:
         return list(itertools.chain.from_iterable(s.parameters() for s in unique))
 
     def trainable_parameters(self) -> list[nn.Parameter]:
-        """Every parameter of the model plus the learned ρ_a, ρ_b: WC trains the whole network."""
-        params = {id(p): p for p in self.model.parameters()}
-        params.update({id(p): p for p in self.shape_parameters()})
-        return list(params.values())
+        """Every parameter of the model: WC trains the whole network.
+
+        The raw V and the learned ρ_a, ρ_b live in the layers' parametrisations, hence in
+        ``model.parameters()``.
+        """
+        return list(self.model.parameters())
 
     def shapes_now(self) -> list[tuple[float, float]]:
         """The current (a, b) of each companded layer."""
@@ -241,9 +245,7 @@ class WeightCompander:
 
     def penalty(self) -> torch.Tensor:
         """½ Σ‖Ψ(V)‖² (fixed variant) or ½ Σ‖V‖² (learned): multiply by the weight decay."""
-        self._check_usable()
-        if self.merged:
-            raise RuntimeError("the compander is merged: call unmerge() before training again")
+        self._check_usable(merged_ok=False)
         tensors = ([layer.weight for _, layer in self.layers] if not self.learn
                    else list(self.raw_weights()))
         return 0.5 * sum(t.square().sum() for t in tensors)  # type: ignore[return-value]

@@ -70,8 +70,13 @@ class CNN(nn.Module):
             layers += [conv(width, c, 3, padding=1), norm(c), nn.ReLU(), pool(2)]
             width = check_positive_int("channels", c)
         self.body = nn.Sequential(*layers, nn.Flatten())
+        if any(s < 2 ** len(channels) for s in self.in_shape):
+            raise ValueError(f"in_shape {self.in_shape} is too small for {len(channels)} "
+                             f"pooling blocks (each halves it): use fewer channels entries")
+        self.body.eval()  # the size probe must not touch BatchNorm's running statistics
         with torch.no_grad():
             flat = self.body(torch.zeros(1, 1, *self.in_shape)).shape[1]
+        self.body.train()
         self.head = nn.Linear(flat, check_positive_int("num_classes", num_classes))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:

@@ -8,9 +8,10 @@ field's declared type.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 C = TypeVar("C", bound="ReproConfig")
 
@@ -23,12 +24,23 @@ class ReproConfig:
     """
 
     seeds: tuple[int, ...] = (0, 1, 2)
+    positive_fields: ClassVar[tuple[str, ...]] = ("epochs", "batch_size", "lr")
+    """Fields that must be > 0 when the config has them (checked in ``__post_init__``)."""
 
     def __post_init__(self) -> None:
         if not self.seeds:
             raise ValueError("seeds is empty; give at least one seed, e.g. --seeds 0 1 2")
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds must be distinct, got {self.seeds}")
+        if any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in self.seeds):
+            raise ValueError(f"seeds must be non-negative integers, got {self.seeds}")
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{f.name} must be finite, got {value}")
+            if f.name in self.positive_fields and not (isinstance(value, (int, float))
+                                                       and value > 0):
+                raise ValueError(f"{f.name} must be positive, got {value!r}")
 
     @classmethod
     def preset(cls: type[C], mode: str) -> C:

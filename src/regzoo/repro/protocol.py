@@ -34,6 +34,11 @@ class Unit:
         return f"{self.setting}__{self.arm}__s{self.seed}"
 
 
+def _finite(value: float | None) -> float:
+    """``None`` (a NaN written to JSON as null) back to NaN."""
+    return math.nan if value is None else float(value)
+
+
 @dataclass(frozen=True)
 class Claim:
     """The paper's headline effect as a paired comparison over seeds.
@@ -41,7 +46,7 @@ class Claim:
     The effect per seed is ``d_s = sign · (method_s − baseline_s)`` on ``metric`` in ``setting``
     (``sign`` = +1 when higher is better). With mean m and standard error e over n seeds:
     ``reproduced`` when m ≥ margin and m − 2e > 0; ``not_reproduced`` when m + 2e < margin;
-    ``inconclusive`` otherwise, and always when n < 2.
+    ``inconclusive`` otherwise, and always when n < 2 or a value is not finite.
     """
 
     statement: str
@@ -57,11 +62,12 @@ class Claim:
         """The observed effect and verdict from per-seed values keyed by seed."""
         seeds = sorted(set(method_values) & set(baseline_values))
         sign = 1.0 if self.higher_is_better else -1.0
-        diffs = [sign * (method_values[s] - baseline_values[s]) for s in seeds]
+        diffs = [sign * (_finite(method_values[s]) - _finite(baseline_values[s])) for s in seeds]
         n = len(diffs)
-        mean = statistics.fmean(diffs) if diffs else math.nan
-        se = statistics.stdev(diffs) / math.sqrt(n) if n > 1 else math.nan
-        if n < 2:
+        finite = all(math.isfinite(d) for d in diffs)
+        mean = statistics.fmean(diffs) if diffs and finite else math.nan
+        se = statistics.stdev(diffs) / math.sqrt(n) if n > 1 and finite else math.nan
+        if n < 2 or not finite:
             verdict = "inconclusive"
         elif mean >= self.margin and mean - 2 * se > 0:
             verdict = "reproduced"

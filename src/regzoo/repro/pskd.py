@@ -55,6 +55,8 @@ ECE_BINS = 15
 class PSKDReproConfig(ReproConfig):
     """Settings of the PS-KD reproduction; presets ``tiny``, ``quick`` and ``full``."""
 
+    positive_fields = ("digits_epochs", "mnist1d_epochs", "mnist1d_samples", "batch_size", "lr")
+
     settings: tuple[str, ...] = ("digits_sym40",)
     arms: tuple[str, ...] = ("ce", "pskd")
     hidden: tuple[int, ...] = (256, 256)

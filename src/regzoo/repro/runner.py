@@ -112,7 +112,8 @@ def aggregate(records: Sequence[dict[str, Any]]) -> tuple[dict[str, Any], dict[s
         for arm, named in by_arm.items():
             for name, runs in named.items():
                 length = min(len(r) for r in runs)
-                stacked = torch.tensor([r[:length] for r in runs], dtype=torch.float64)
+                stacked = torch.tensor([[math.nan if v is None else v for v in r[:length]]
+                                        for r in runs], dtype=torch.float64)
                 se = stacked.std(0) / math.sqrt(len(runs)) if len(runs) > 1 else None
                 mean_curves.setdefault(setting, {}).setdefault(arm, {})[name] = {
                     "mean": _rounded(stacked.mean(0).tolist()),
@@ -208,7 +209,9 @@ def _rounded_curves(curves: Mapping[str, Sequence[float]]) -> dict[str, list[flo
 def _default_out(slug: str, mode: str, resume: bool) -> Path:
     root = Path("runs") / slug
     if resume:
-        candidates = sorted(p for p in root.glob(f"{mode}-*") if not (p / "done").exists())
+        candidates = sorted(p for p in root.glob(f"{mode}-*")
+                            if not (p / "done").exists() and (p / "units").is_dir()
+                            and any((p / "units").iterdir()))
         if candidates:
             return candidates[-1]
         raise ValueError(f"--resume found no unfinished run under {root}/{mode}-*; pass --out DIR")
@@ -279,6 +282,8 @@ def run_reproduction(
         config = config.with_overrides({"seeds": ",".join(map(str, seeds))})
     context = init_distributed(device)
     out_path = Path(out) if out is not None else _default_out(slug, mode, resume)
+    if out_path.exists() and not out_path.is_dir():
+        raise ValueError(f"--out {out_path} is a file; give a folder")
     if context.enabled:
         obj: list[Any] = [str(out_path)]
         torch.distributed.broadcast_object_list(obj, src=0)
@@ -288,6 +293,10 @@ def run_reproduction(
         torch.distributed.barrier()
 
     units = repro.units(config)
+    duplicated = sorted({u.id for u in units if sum(v.id == u.id for v in units) > 1})
+    if duplicated:
+        raise ValueError(f"the config repeats units {duplicated[:3]}: give each seed, arm and "
+                         "setting once")
     records: dict[str, dict[str, Any]] = {}
     pending: list[Unit] = []
     for unit in units:
@@ -296,7 +305,9 @@ def run_reproduction(
             records[unit.id] = json.loads(done_file.read_text())
         else:
             pending.append(unit)
-    parallel = context.world_size == 1 and torch.device(device).type == "cpu"
+    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
+        raise ValueError(f"jobs must be a positive number of processes, got {jobs!r}")
+    parallel = context.world_size == 1 and context.device.type == "cpu"
     jobs = (jobs or os.cpu_count() or 1) if parallel else 1
     jobs = max(1, min(jobs, len(pending))) if pending else 1
     logger.info("%s %s: %d units (%d to run) with %d process(es) -> %s", slug, mode, len(units),
@@ -326,7 +337,12 @@ def run_reproduction(
                 for unit in pending
             }
             for future in futures.as_completed(submitted):
-                records[submitted[future].id] = future.result()
+                try:
+                    records[submitted[future].id] = future.result()
+                except BaseException:
+                    # Fail now, not after every queued unit: finished units stay on disk.
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    raise
                 bar.update()
     bar.close()
 
@@ -340,6 +356,7 @@ def run_reproduction(
     verdict = claim.evaluate(by_seed[claim.method], by_seed[claim.baseline])
     verdict["note"] = repro.note(config, verdict, summary)
     timing: dict[str, Any] = {}
+    env = environment(context.device)
     if context.is_main:
         with local_only():
             timing = repro.timing(config, context.device)
@@ -353,7 +370,7 @@ def run_reproduction(
             "command": command or "regzoo " + " ".join(sys.argv[1:]),
             "config": config.as_dict(),
             "seeds": list(config.seeds),
-            "regzoo_version": environment(context.device)["regzoo"],
+            "regzoo_version": env["regzoo"],
             "git_commit": commit,
             "git_dirty": dirty,
             "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -364,7 +381,7 @@ def run_reproduction(
         "metrics": {"per_seed": ordered, "aggregate": summary, "curves": curves},
         "claim": verdict,
         "timing": timing,
-        "env": environment(context.device),
+        "env": env,
     }
     if context.is_main:
         _write_artefacts(repro, result, out_path, mode)
@@ -396,8 +413,8 @@ def _write_artefacts(repro: Reproduction, result: dict[str, Any], out: Path, mod
 def validate_result(result: Mapping[str, Any]) -> None:
     """Raise ``ValueError`` if ``result`` lacks a section or field of the schema."""
     required = {
-        "run": ("slug", "mode", "command", "config", "seeds", "regzoo_version", "git_commit",
-                "created_at", "wall_seconds", "status"),
+        "run": ("slug", "title", "mode", "command", "config", "seeds", "regzoo_version",
+                "git_commit", "created_at", "wall_seconds", "status"),
         "metrics": ("per_seed", "aggregate", "curves"),
         "claim": ("statement", "metric", "setting", "method", "baseline", "margin",
                   "direction", "observed", "verdict", "note"),

@@ -41,7 +41,7 @@ from regzoo.repro.protocol import (
     shared_once,
 )
 from regzoo.train import fit, seed_everything, time_steps
-from regzoo.train.distributed import DistributedContext
+from regzoo.train.distributed import DistributedContext, local_only
 
 ARMS = ("wd", "wc_fixed", "wc_learned", "weight_norm")
 NUM_TRAIN = 200
@@ -200,8 +200,9 @@ class WeightCompanderReproduction(Reproduction):
         if unit.arm == "wc_fixed" and config.grid:
             # The paper grid-searches once, on one seed: done by the first unit that needs it.
             first = min(config.seeds)
-            chosen = shared_once(env.workdir, f"grid_seed{first}", lambda: dict(zip(
-                ("a", "b", "validation_accuracy"), _select_shape(config, first))))
+            with local_only():  # one process searches; under torchrun the others wait
+                chosen = shared_once(env.workdir, f"grid_seed{first}", lambda: dict(zip(
+                    ("a", "b", "validation_accuracy"), _select_shape(config, first))))
             a, b, validation = chosen["a"], chosen["b"], chosen["validation_accuracy"]
         model, history, handle = _train(config, unit.arm, a, b, x, y, unit.seed, config.epochs,
                                         evaluate, env)

@@ -70,7 +70,10 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     """``None`` → CUDA when available else CPU; ``"cuda"`` without CUDA raises a clear error."""
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:K', got {device!r}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device='cuda' was requested but CUDA is not available; use device='cpu'")
     return device

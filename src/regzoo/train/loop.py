@@ -127,7 +127,8 @@ def fit(
     start_epoch = 0
 
     if resume and checkpoint_path is not None and Path(checkpoint_path).exists():
-        saved = load_checkpoint(checkpoint_path, map_location=context.device)
+        # On the CPU: RNG states must stay CPU tensors; load_state_dict moves the rest.
+        saved = load_checkpoint(checkpoint_path, map_location="cpu")
         unwrap_model(trained).load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         if scheduler is not None:
@@ -171,13 +172,17 @@ def fit(
             loss_sum += loss.detach()
             n_steps += 1
             global_step += 1
+        if n_steps == 0:
+            raise ValueError(f"epoch {epoch} had no batch: the data yields nothing (empty data, "
+                             "or drop_last with a batch larger than the data)")
         if scheduler is not None and scheduler_per == "epoch":
             scheduler.step()
         if on_epoch_end is not None:
             on_epoch_end(epoch)
         record: dict[str, float] = {
             "epoch": epoch,
-            "train_loss": all_reduce_mean(float(loss_sum) / max(n_steps, 1), context.device),
+            "train_loss": (all_reduce_mean(float(loss_sum) / n_steps, context.device)
+                           if context.enabled else float(loss_sum) / n_steps),
         }
         if evaluate is not None and ((epoch + 1) % eval_every == 0 or epoch + 1 == epochs):
             record.update(evaluate(trained, epoch))

@@ -122,7 +122,7 @@ class EarlyLearningRegularization(nn.Module):
             raise ValueError(f"logits and index must share the batch size, got "
                              f"{logits.shape[0]} and {index.shape[0]}")
         if target is not None:
-            if target.ndim != 1 or target.is_floating_point():
+            if target.ndim != 1 or target.is_floating_point() or target.dtype == torch.bool:
                 raise ValueError(f"target must be a 1-D tensor of class indices, got shape "
                                  f"{tuple(target.shape)} and dtype {target.dtype}")
             if target.shape[0] != logits.shape[0]:
@@ -189,6 +189,6 @@ class EarlyLearningRegularization(nn.Module):
 
     def _regularizer(self, log_probs: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         probs = log_probs.exp().clamp(CLAMP, 1.0 - CLAMP)
-        index = index.to(self.targets.device)
+        index = index.to(self.targets.device, torch.long)
         rows = self.update_targets(index, probs) if self.training else self.targets[index]
         return elr_regularizer(probs, rows.to(probs.dtype))

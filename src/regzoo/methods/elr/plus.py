@@ -219,9 +219,9 @@ def fit_elr_plus(
         for _ in range(2)
     ])
     counter = _StepCounter()
-    if context is not None:
-        memories.to(context.device)
-        counter.to(context.device)
+    device = context.device if context is not None else next(pair.parameters()).device
+    memories.to(device)
+    counter.to(device)
     params = [p for p in pair.nets.parameters()]
     optimizer = (make_optimizer(params) if make_optimizer is not None else torch.optim.SGD(
         params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay))
