@@ -83,3 +83,15 @@ def check_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
     return value  # type: ignore[return-value]
+
+
+INDEX_HINT = "; pass dataset indices, e.g. with regzoo.data.IndexedDataset"
+"""The fix to suggest when a per-example method receives out-of-range indices."""
+
+
+def check_index_range(name: str, index: torch.Tensor, size: int, hint: str = "") -> None:
+    """Raise ``ValueError`` unless every entry of the integer tensor ``index`` is in [0, size)."""
+    low, high = (int(v) for v in torch.aminmax(index))
+    if low < 0 or high >= size:
+        raise ValueError(f"{name} must lie in [0, {size - 1}], got values in [{low}, {high}]"
+                         f"{hint}")

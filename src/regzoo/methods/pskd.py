@@ -75,7 +75,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from regzoo.core.checks import check_positive_int, check_range, check_tensor
+from regzoo.core.checks import (
+    INDEX_HINT,
+    check_index_range,
+    check_positive_int,
+    check_range,
+    check_tensor,
+)
 from regzoo.registry import Default, register
 from regzoo.train.distributed import all_gather_cat, is_distributed
 
@@ -171,11 +177,7 @@ class ProgressiveSelfKnowledgeDistillation(nn.Module):
         if batch is not None and index.shape[0] != batch:
             raise ValueError(f"{against} and index must share the batch size, got {batch} and "
                              f"{index.shape[0]}")
-        low, high = (int(v) for v in torch.aminmax(index))
-        if low < 0 or high >= self.num_examples:
-            raise ValueError(f"index must lie in [0, {self.num_examples - 1}] (num_examples="
-                             f"{self.num_examples}), got values in [{low}, {high}]; pass dataset "
-                             "indices, e.g. with regzoo.data.IndexedDataset")
+        check_index_range("index", index, self.num_examples, INDEX_HINT)
         return index.shape[0]
 
     def _check_target(self, target: torch.Tensor, batch: int | None) -> int:
@@ -190,10 +192,8 @@ class ProgressiveSelfKnowledgeDistillation(nn.Module):
         if batch is not None and target.shape[0] != batch:
             raise ValueError(f"logits and target must share the batch size, got {batch} and "
                              f"{target.shape[0]}")
-        low, high = (int(v) for v in torch.aminmax(target))
-        if low < 0 or high >= self.num_classes:
-            raise ValueError(f"target must hold class indices in [0, {self.num_classes - 1}], "
-                             f"got values in [{low}, {high}]")
+        check_index_range("target", target, self.num_classes,
+                          f" (class indices for num_classes={self.num_classes})")
         return target.shape[0]
 
     @torch.no_grad()

@@ -24,7 +24,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from regzoo.data import TensorBatches, label_noise, load_digits
@@ -33,9 +32,10 @@ from regzoo.methods.elr import EarlyLearningRegularization, ELRPlusConfig, fit_e
 from regzoo.methods.weight_compander import WeightCompander
 from regzoo.metrics import classification_metrics, predict_logits
 from regzoo.models import CNN, MLP
+from regzoo.repro.common import IndexedCrossEntropy
 from regzoo.repro.config import ReproConfig
 from regzoo.repro.protocol import Claim, Reproduction, Unit, UnitEnv, UnitResult
-from regzoo.train import fit, seed_everything, time_steps
+from regzoo.train import fit, seed_everything, time_criteria
 
 ARMS = ("ce", "elr", "elr_plus", "elr_wc")
 
@@ -95,12 +95,6 @@ def _build_model(config: ELRReproConfig, in_features: int, num_classes: int) -> 
     if config.model == "cnn":
         return CNN((8, 8), num_classes)
     return MLP(in_features, num_classes, hidden=config.hidden)
-
-
-class _CrossEntropy(nn.Module):
-    def forward(self, logits: torch.Tensor, target: torch.Tensor,
-                index: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits, target)
 
 
 class ELRReproduction(Reproduction):
@@ -175,7 +169,7 @@ class ELRReproduction(Reproduction):
             criterion: nn.Module = (
                 EarlyLearningRegularization(data.x_train.shape[0], data.num_classes,
                                             lam=config.lam, beta=config.beta)
-                if unit.arm in ("elr", "elr_wc") else _CrossEntropy()
+                if unit.arm in ("elr", "elr_wc") else IndexedCrossEntropy()
             ).to(device)
             compander = (WeightCompander.apply(model, a=config.wc_a, b=config.wc_b)
                          if unit.arm == "elr_wc" else None)
@@ -228,18 +222,9 @@ class ELRReproduction(Reproduction):
         y = data.y_train[: config.batch_size].to(device)
         idx = torch.arange(config.batch_size, device=device)
         model = _build_model(config, data.num_features, c).to(device)
-        optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
         elr = EarlyLearningRegularization(n, c).to(device)
-        ce = _CrossEntropy()
-
-        def make_step(criterion: nn.Module) -> Any:
-            def step() -> None:
-                optimizer.zero_grad(set_to_none=True)
-                criterion(model(x), y, idx).backward()
-                optimizer.step()
-            return step
-
-        seconds = time_steps({"ce": make_step(ce), "elr": make_step(elr)}, device=device)
+        seconds = time_criteria(model, {"ce": IndexedCrossEntropy(), "elr": elr}, x, y, idx,
+                                device)
         return {"model": config.model, "batch_size": config.batch_size,
                 "ce_step_seconds": seconds["ce"], "elr_step_seconds": seconds["elr"],
                 "elr_over_ce": seconds["elr"] / seconds["ce"]}

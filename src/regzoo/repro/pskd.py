@@ -31,7 +31,6 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from regzoo.core.checks import check_tensor
@@ -41,9 +40,10 @@ from regzoo.methods.elr import EarlyLearningRegularization
 from regzoo.methods.pskd import ProgressiveSelfKnowledgeDistillation
 from regzoo.metrics import classification_metrics, predict_logits
 from regzoo.models import MLP
+from regzoo.repro.common import IndexedCrossEntropy
 from regzoo.repro.config import ReproConfig
 from regzoo.repro.protocol import Claim, Reproduction, Unit, UnitEnv, UnitResult
-from regzoo.train import fit, seed_everything, time_steps
+from regzoo.train import fit, seed_everything, time_criteria
 
 ARMS = ("ce", "ls", "pskd", "pskd_elr")
 SETTINGS = ("digits_sym40", "digits_clean", "mnist1d")
@@ -104,18 +104,6 @@ class PSKDReproConfig(ReproConfig):
     def epochs_of(self, setting: str) -> int:
         """Training epochs of ``setting``."""
         return self.mnist1d_epochs if setting == "mnist1d" else self.digits_epochs
-
-
-class _CrossEntropy(nn.Module):
-    """Cross-entropy, optionally label-smoothed, with the criterion signature."""
-
-    def __init__(self, label_smoothing: float = 0.0) -> None:
-        super().__init__()
-        self.label_smoothing = label_smoothing
-
-    def forward(self, logits: torch.Tensor, target: torch.Tensor,
-                index: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits, target, label_smoothing=self.label_smoothing)
 
 
 def reliability_bins(logits: torch.Tensor, target: torch.Tensor,
@@ -224,7 +212,7 @@ class PSKDReproduction(Reproduction):
             criterion, on_epoch_start = objective, objective.set_epoch
             state.update(objective=objective, elr=elr)
         else:
-            criterion = _CrossEntropy(config.label_smoothing if unit.arm == "ls" else 0.0)
+            criterion = IndexedCrossEntropy(config.label_smoothing if unit.arm == "ls" else 0.0)
 
         def step(net: nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor | LossBreakdown:
             x, y, idx = batch
@@ -267,21 +255,12 @@ class PSKDReproduction(Reproduction):
         y = data.y_train[: config.batch_size].to(device)
         idx = torch.arange(config.batch_size, device=device)
         model = MLP(data.num_features, c, hidden=config.hidden).to(device)
-        optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
         pskd = ProgressiveSelfKnowledgeDistillation(n, c, alpha_T=config.alpha_T,
                                                     total_epochs=2).to(device)
         pskd(model(x).detach(), y, idx)  # fill the rows, then time the soft-target path
         pskd.set_epoch(1)
-        ce = _CrossEntropy()
-
-        def make_step(criterion: nn.Module) -> Any:
-            def step() -> None:
-                optimizer.zero_grad(set_to_none=True)
-                criterion(model(x), y, idx).backward()
-                optimizer.step()
-            return step
-
-        seconds = time_steps({"ce": make_step(ce), "pskd": make_step(pskd)}, device=device)
+        seconds = time_criteria(model, {"ce": IndexedCrossEntropy(), "pskd": pskd}, x, y, idx,
+                                device)
         return {"model": "mlp", "batch_size": config.batch_size,
                 "ce_step_seconds": seconds["ce"], "pskd_step_seconds": seconds["pskd"],
                 "pskd_over_ce": seconds["pskd"] / seconds["ce"]}

@@ -4,7 +4,7 @@ from regzoo.train.checkpoint import load_checkpoint, save_checkpoint
 from regzoo.train.distributed import DistributedContext, all_gather_cat, init_distributed
 from regzoo.train.loop import History, fit
 from regzoo.train.seeding import seed_everything
-from regzoo.train.timing import time_steps
+from regzoo.train.timing import time_criteria, time_steps
 
 __all__ = [
     "DistributedContext",
@@ -15,5 +15,6 @@ __all__ = [
     "load_checkpoint",
     "save_checkpoint",
     "seed_everything",
+    "time_criteria",
     "time_steps",
 ]

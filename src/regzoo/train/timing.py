@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Mapping
 
 import torch
+from torch import nn
 
 from regzoo.core.checks import check_positive_int
 
@@ -50,3 +51,28 @@ def time_steps(
             _sync(device)
             samples[name].append((time.perf_counter() - started) / inner)
     return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def time_criteria(
+    model: nn.Module,
+    criteria: Mapping[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    index: torch.Tensor,
+    device: torch.device | None = None,
+) -> dict[str, float]:
+    """Median seconds of one training step per criterion ``f(logits, target, index)``.
+
+    A step is zero_grad, forward, loss, backward and an SGD step; all criteria share the model
+    and the batch and are timed interleaved.
+    """
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+
+    def make_step(criterion: Callable[..., torch.Tensor]) -> Callable[[], None]:
+        def step() -> None:
+            optimizer.zero_grad(set_to_none=True)
+            criterion(model(x), y, index).backward()
+            optimizer.step()
+        return step
+
+    return time_steps({name: make_step(c) for name, c in criteria.items()}, device=device)

@@ -45,7 +45,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from regzoo.core.checks import check_positive_int, check_range, check_tensor
+from regzoo.core.checks import (
+    INDEX_HINT,
+    check_index_range,
+    check_positive_int,
+    check_range,
+    check_tensor,
+)
 from regzoo.registry import Default, register
 from regzoo.train.distributed import all_gather_cat, is_distributed
 
@@ -128,15 +134,9 @@ class EarlyLearningRegularization(nn.Module):
             if target.shape[0] != logits.shape[0]:
                 raise ValueError(f"logits and target must share the batch size, got "
                                  f"{logits.shape[0]} and {target.shape[0]}")
-            t_low, t_high = (int(v) for v in torch.aminmax(target))
-            if t_low < 0 or t_high >= self.num_classes:
-                raise ValueError(f"target must hold class indices in [0, "
-                                 f"{self.num_classes - 1}], got values in [{t_low}, {t_high}]")
-        low, high = (int(v) for v in torch.aminmax(index))
-        if low < 0 or high >= self.num_examples:
-            raise ValueError(f"index must lie in [0, {self.num_examples - 1}] (num_examples="
-                             f"{self.num_examples}), got values in [{low}, {high}]; pass dataset "
-                             "indices, e.g. with regzoo.data.IndexedDataset")
+            check_index_range("target", target, self.num_classes,
+                              f" (class indices for num_classes={self.num_classes})")
+        check_index_range("index", index, self.num_examples, INDEX_HINT)
 
     @torch.no_grad()
     def update_targets(self, index: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
