@@ -145,6 +145,8 @@ class Reproduction(abc.ABC):
     """``(curve name, axis label)`` per plot row; the plot has one column per setting."""
     arm_labels: ClassVar[dict[str, str]] = {}
     table_metrics: ClassVar[tuple[str, ...]] = ()
+    extra_row_label: ClassVar[str] = ""
+    """Label of an extra plot row drawn by :meth:`draw_extra_row` (empty: no extra row)."""
     unit_axes: ClassVar[tuple[str, ...]] = ("seeds",)
     """Config fields that only add units (seeds, arms, settings): ``--resume`` may extend them,
     reusing every finished unit; any other change of config needs a new run."""
@@ -165,6 +167,10 @@ class Reproduction(abc.ABC):
                      records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         """Extra arms computed from finished units without training (default: none)."""
         return []
+
+    def draw_extra_row(self, ax: Any, setting: str, result: dict[str, Any]) -> bool:
+        """Draw ``setting``'s panel of the extra plot row on ``ax``; False leaves it empty."""
+        return False
 
     def timing(self, config: Any, device: torch.device) -> dict[str, Any]:
         """Method step vs plain step, measured side by side in this process (default: none)."""

@@ -150,6 +150,7 @@ class PSKDReproduction(Reproduction):
     arm_labels = {"ce": "CE", "ls": "label smoothing 0.1", "pskd": "PS-KD",
                   "pskd_elr": "PS-KD + ELR"}
     unit_axes = ("seeds", "settings", "arms")
+    extra_row_label = "bin accuracy (last epoch)"
     table_metrics = ("final_test_accuracy", "final_test_nll", "final_test_ece",
                      "final_test_confidence", "best_test_accuracy", "memorized")
 
@@ -246,6 +247,28 @@ class PSKDReproduction(Reproduction):
             curves={"test_accuracy": accuracy, "test_nll": history.curve("test_nll"),
                     "test_ece": history.curve("test_ece"), **bins},
         )
+
+    def draw_extra_row(self, ax: Any, setting: str, result: dict[str, Any]) -> bool:
+        """Reliability diagram: per confidence bin, accuracy against mean confidence."""
+        arms = result["metrics"]["curves"].get(setting, {})
+        drawn = False
+        for arm in self.arm_labels:
+            named = arms.get(arm, {})
+            if "reliability_count" not in named:
+                continue
+            count = named["reliability_count"]["mean"]
+            correct = named["reliability_correct"]["mean"]
+            confidence = named["reliability_confidence"]["mean"]
+            points = [(s / n, k / n) for n, k, s in zip(count, correct, confidence) if n > 0]
+            if points:
+                ax.plot(*zip(*points), marker="o", ms=3, lw=1.2, label=self.arm_labels[arm])
+                drawn = True
+        if drawn:
+            ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
+            ax.set_xlabel("mean confidence in bin")
+            ax.set_xlim(0, 1)
+            ax.set_ylim(0, 1)
+        return drawn
 
     def timing(self, config: PSKDReproConfig, device: torch.device) -> dict[str, Any]:
         torch.manual_seed(0)

@@ -98,9 +98,9 @@ def plot_result(repro: Reproduction, result: Mapping[str, Any], path: Path) -> N
                                          for arm in curves[s].values())]
     if not rows or not settings:
         return
-    fig, axes = plt.subplots(len(rows), len(settings), dpi=110, squeeze=False,
-                             figsize=(3.6 * len(settings) + 0.8, 2.9 * len(rows)),
-                             sharex=True, sharey="row")
+    extra = 1 if repro.extra_row_label else 0
+    fig, axes = plt.subplots(len(rows) + extra, len(settings), dpi=110, squeeze=False,
+                             figsize=(3.6 * len(settings) + 0.8, 2.9 * (len(rows) + extra)))
     for r, (name, label) in enumerate(rows):
         for ax, setting in zip(axes[r], settings):
             for arm, named in _in_display_order(repro, curves[setting]):
@@ -119,6 +119,13 @@ def plot_result(repro: Reproduction, result: Mapping[str, Any], path: Path) -> N
             if r == len(rows) - 1:
                 ax.set_xlabel("epoch")
         axes[r][0].set_ylabel(label)
+    if extra:
+        for ax, setting in zip(axes[-1], settings):
+            if repro.draw_extra_row(ax, setting, dict(result)):
+                ax.grid(alpha=0.3)
+            else:
+                ax.axis("off")
+        axes[-1][0].set_ylabel(repro.extra_row_label)
     axes[0][-1].legend(loc="best", fontsize=8)
     n = result["claim"]["observed"]["n"]
     fig.suptitle(f"{result['run']['slug']}: mean ± SE over {n} seeds", fontsize=10)
