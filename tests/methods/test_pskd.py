@@ -335,3 +335,13 @@ def test_soft_targets_validates_its_arguments():
         crit.soft_targets(target[:-1], index)
     with pytest.raises(TypeError, match="target"):
         crit.soft_targets(target.double(), index)
+
+
+def test_forgetting_set_epoch_is_warned_about_once():
+    crit = PSKD(8, 3, total_epochs=5)
+    logits, target, index = torch.randn(8, 3), torch.randint(0, 3, (8,)), torch.arange(8)
+    crit(logits, target, index)
+    crit(logits, target, index)
+    with pytest.warns(UserWarning, match="set_epoch"):
+        crit(logits, target, index)
+    crit(logits, target, index)  # once is enough

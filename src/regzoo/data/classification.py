@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from regzoo.core.checks import check_choice, check_range
+from regzoo.core.checks import check_choice, check_positive_int, check_range
 
 
 @dataclass(frozen=True)
@@ -114,6 +114,7 @@ def load_mnist1d(
     from mnist1d.data import get_dataset_args, make_dataset
 
     check_choice("scale", scale, ("unit", "standard"))
+    check_positive_int("num_samples", num_samples, minimum=20)
     args = get_dataset_args()
     args.num_samples = int(num_samples)
     raw = make_dataset(args)

@@ -70,6 +70,7 @@ Differences from the official code, and why:
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -145,6 +146,7 @@ class ProgressiveSelfKnowledgeDistillation(nn.Module):
         self.update_on_forward = update_on_forward
         self.register_buffer("predictions", torch.zeros(num_examples, num_classes))
         self.register_buffer("epoch", torch.zeros((), dtype=torch.int64))
+        self._stored_at_epoch_zero = 0
 
     def extra_repr(self) -> str:
         return (f"num_examples={self.num_examples}, num_classes={self.num_classes}, "
@@ -274,4 +276,15 @@ class ProgressiveSelfKnowledgeDistillation(nn.Module):
                              "holds non-finite rows; load a valid state_dict")
         if self.training and self.update_on_forward:
             self._store(index, log_probs.detach().exp())
+            self._warn_if_epoch_never_set(index.shape[0])
         return loss
+
+    def _warn_if_epoch_never_set(self, batch: int) -> None:
+        if int(self.epoch) != 0 or self._stored_at_epoch_zero < 0:
+            return
+        self._stored_at_epoch_zero += batch
+        if self._stored_at_epoch_zero > 2 * self.num_examples:
+            warnings.warn("PS-KD has seen more than two epochs of examples at epoch 0: call "
+                          "criterion.set_epoch(epoch) each epoch, otherwise it stays plain "
+                          "cross-entropy", stacklevel=3)
+            self._stored_at_epoch_zero = -1

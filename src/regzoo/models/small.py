@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from regzoo.core.checks import check_positive_int
+from regzoo.core.checks import check_positive_int, check_range
 
 
 class MLP(nn.Module):
@@ -27,6 +27,7 @@ class MLP(nn.Module):
         check_positive_int("num_classes", num_classes)
         if not hidden:
             raise ValueError("hidden must list at least one layer width, e.g. (256, 256)")
+        check_range("dropout", dropout, 0.0, 1.0, high_inclusive=False)
         layers: list[nn.Module] = []
         width = in_features
         for h in hidden:

@@ -97,6 +97,11 @@ class ELRPlusConfig:
         check_positive_int("epochs", self.epochs)
         check_positive_int("batch_size", self.batch_size)
         check_range("lr", self.lr, 0.0, low_inclusive=False)
+        check_range("momentum", self.momentum, 0.0, 1.0, high_inclusive=False)
+        check_range("weight_decay", self.weight_decay, 0.0)
+        check_range("gamma", self.gamma, 0.0, low_inclusive=False)
+        if any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in self.milestones):
+            raise ValueError(f"milestones must be positive epoch numbers, got {self.milestones}")
 
 
 class ELRPlusPair(nn.Module):
