@@ -24,6 +24,8 @@ def _pm(summary: Mapping[str, Any], digits: int = 3) -> str:
         return "–"
     if se is None or (isinstance(se, float) and math.isnan(se)):
         return f"{mean:.{digits}f}"
+    if 0 < se < 0.5 * 10 ** -digits:  # keep one significant digit of a tiny SE
+        digits = min(-math.floor(math.log10(se)), 6)
     return f"{mean:.{digits}f} ± {se:.{digits}f}"
 
 
