@@ -248,16 +248,18 @@ def test_two_process_elr_plus_matches_single_process(tmp_path: Path) -> None:
 # --- 3. torchrun end to end ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("slug", "arms"), [
-    ("elr", {"ce", "elr", "elr_plus", "elr_wc"}),
-    ("weight_compander", {"wd", "wc_fixed", "wc_learned", "weight_norm"}),
+@pytest.mark.parametrize(("slug", "extra", "arms"), [
+    ("elr", [], {"ce", "elr", "elr_plus", "elr_wc"}),
+    ("weight_compander", [], {"wd", "wc_fixed", "wc_learned", "weight_norm"}),
+    ("pskd", ["--set", "settings=digits_sym40"], {"ce", "ls", "pskd", "pskd_elr"}),
 ])
-def test_torchrun_tiny_reproduction_completes(tmp_path: Path, slug: str, arms: set[str]) -> None:
+def test_torchrun_tiny_reproduction_completes(tmp_path: Path, slug: str, extra: list[str],
+                                              arms: set[str]) -> None:
     out = tmp_path / "run"
     command = [
         sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={WORLD}",
         "--master_addr=127.0.0.1", f"--master_port={_free_port()}",
-        "-m", "regzoo", "repro", slug, "--tiny", "--out", str(out),
+        "-m", "regzoo", "repro", slug, "--tiny", *extra, "--out", str(out),
     ]
     env = {k: v for k, v in os.environ.items()
            if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}

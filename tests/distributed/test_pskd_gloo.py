@@ -9,21 +9,16 @@ Workers are spawned with the helpers of ``test_gloo.py``; everything is float64 
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 import torch.nn.functional as F
-from test_gloo import WORLD, _free_port, _spawn
+from test_gloo import WORLD, _spawn
 
 from regzoo.methods.pskd import ProgressiveSelfKnowledgeDistillation
 from regzoo.models import MLP
-from regzoo.repro.runner import validate_result
 
 pytestmark = pytest.mark.distributed
 
@@ -115,24 +110,3 @@ def test_two_ranks_hold_identical_tables_equal_to_one_process(tmp_path: Path) ->
     assert not torch.allclose(ce["grads"][STEPS]["head.weight"],
                               reference["grads"][STEPS]["head.weight"], atol=1e-6)
 
-
-def test_torchrun_tiny_reproduction_with_the_composed_arm_completes(tmp_path: Path) -> None:
-    out = tmp_path / "run"
-    command = [
-        sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={WORLD}",
-        "--master_addr=127.0.0.1", f"--master_port={_free_port()}",
-        "-m", "regzoo", "repro", "pskd", "--tiny", "--set", "settings=digits_sym40",
-        "--out", str(out),
-    ]
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
-    env["OMP_NUM_THREADS"] = "1"
-    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=240)
-    assert done.returncode == 0, (
-        f"exit code {done.returncode}\nstdout:\n{done.stdout[-4000:]}\n"
-        f"stderr:\n{done.stderr[-8000:]}")
-    result = json.loads((out / "result.json").read_text())
-    validate_result(result)
-    assert result["run"]["world_size"] == WORLD
-    assert {r["arm"] for r in result["metrics"]["per_seed"]} == {"ce", "ls", "pskd", "pskd_elr"}
