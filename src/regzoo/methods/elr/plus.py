@@ -245,9 +245,7 @@ def fit_elr_plus(
         s = int(counter.steps[k])
         ell, perm = mixup(xb.shape[0], xb.device)
         with torch.no_grad():
-            other = model.averaged[1 - k]
-            memories[k].update_targets(idx, other(xb).softmax(dim=1))
-            t = memories[k].targets[idx]
+            t = memories[k].update_targets(idx, model.averaged[1 - k](xb).softmax(dim=1))
             q = ell * t + (1.0 - ell) * t[perm]
         onehot = F.one_hot(yb, num_classes).to(xb.dtype)
         y_mix = ell * onehot + (1.0 - ell) * onehot[perm]
