@@ -72,7 +72,9 @@ def result_markdown(repro: Reproduction, result: Mapping[str, Any]) -> str:
         lines.append("")
     lines += [
         "## Run", "",
-        f"- command: `{run['command']}`",
+        f"- command: `{run['command']}`"
+        + (f" (from scratch: `regzoo repro {run['slug']} --{run['mode']}`)"
+           if "--resume" in run["command"] else ""),
         f"- seeds: {run['seeds']}; mode: {run['mode']}; wall time: {run['wall_seconds']:.0f} s",
         f"- regzoo {run['regzoo_version']} at commit {run['git_commit']}"
         f"{' (with uncommitted changes)' if run.get('git_dirty') else ''}; {run['created_at']}",
