@@ -32,7 +32,7 @@ from torch import nn
 from regzoo.data import TensorBatches, load_digits
 from regzoo.methods.elr import EarlyLearningRegularization
 from regzoo.models import CNN, MLP
-from regzoo.train import time_steps
+from regzoo.train import criterion_differences, time_criteria, time_steps
 
 LAM, BETA, CLAMP = 3.0, 0.7, 1e-4
 TOL = 1e-6
@@ -80,37 +80,19 @@ def check_agreement(x: torch.Tensor, y: torch.Tensor, num_classes: int) -> list[
             index = torch.arange(call * 32, call * 32 + 96) % n  # 64 of 96 rows seen before
             with torch.no_grad():
                 base = model(x[index].to(dtype)) * scale
-            results = []
-            for criterion in (ours, ref):
-                logits = base.clone().requires_grad_(True)
-                loss = criterion(logits, y[index], index)
-                (grad,) = torch.autograd.grad(loss, logits)
-                results.append((loss.detach(), grad))
-            (l_ours, g_ours), (l_ref, g_ref) = results
-            pairs = {"loss": (l_ours, l_ref), "grad": (g_ours, g_ref),
-                     "memory": (ours.targets, ref.target)}
-            for key, (a, b) in pairs.items():
-                worst[key] = max(worst[key], float((a - b).abs().max()))
-                if not torch.allclose(a, b, rtol=TOL, atol=TOL):
+            diffs = criterion_differences(ours, ref, base, y[index], index)
+            diffs["memory"] = float((ours.targets - ref.target).abs().max())
+            for key, value in diffs.items():
+                worst[key] = max(worst[key], value)
+                if value > TOL:
                     raise SystemExit(
                         f"FAIL: regzoo and reference ELR disagree ({dtype}, call {call}, {key}: "
-                        f"max |diff| = {float((a - b).abs().max()):.3g}); timings would compare "
-                        "different computations"
+                        f"max |diff| = {value:.3g}); timings would compare different computations"
                     )
         lines.append(f"{str(dtype).removeprefix('torch.')}: max |diff| loss "
                      f"{worst['loss']:.1e}, grad {worst['grad']:.1e}, memory "
                      f"{worst['memory']:.1e}")
     return lines
-
-
-def make_step(model: nn.Module, optimizer: torch.optim.Optimizer,
-              criterion: Callable[..., torch.Tensor], x: torch.Tensor, y: torch.Tensor,
-              index: torch.Tensor) -> Callable[[], None]:
-    def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        criterion(model(x), y, index).backward()
-        optimizer.step()
-    return step
 
 
 def make_epoch(model: nn.Module, optimizer: torch.optim.Optimizer,
@@ -143,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{', --quick' if args.quick else ''}")
     agreement = check_agreement(data.x_train, data.y_train, c)  # raises SystemExit on FAIL
     print("\nAgreement of regzoo ELR and the paper-formula reference (same inputs, 5 calls, "
-          f"allclose rtol=atol={TOL:g}): PASS")
+          f"max |diff| ≤ {TOL:g}): PASS")
     for line in agreement:
         print(f"- {line}")
 
@@ -158,16 +140,14 @@ def main(argv: list[str] | None = None) -> int:
             index = perm[:batch].clone()
             x, y = data.x_train[index], data.y_train[index]
             model = build(name, data.num_features, c)
-            optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
             arms = {"ce": cross_entropy,
                     "regzoo": EarlyLearningRegularization(n, c, lam=LAM, beta=BETA),
                     "reference": PaperELR(n, c)}
-            steps = {k: make_step(model, optimizer, crit, x, y, index) for k, crit in arms.items()}
             if args.quick:
                 repeats, inner = 5, 3
             else:
                 repeats, inner = (60, 10) if name == "MLP" else (40, 5)
-            s = time_steps(steps, repeats=repeats, inner=inner, warmup=3)
+            s = time_criteria(model, arms, x, y, index, repeats=repeats, inner=inner, warmup=3)
             print(f"| {name} | {batch} | {s['ce'] * 1e6:.0f} | {s['regzoo'] * 1e6:.0f} | "
                   f"{s['reference'] * 1e6:.0f} | {s['regzoo'] / s['ce']:.3f} | "
                   f"{s['reference'] / s['ce']:.3f} | {s['regzoo'] / s['reference']:.3f} |")

@@ -4,12 +4,13 @@ from regzoo.train.checkpoint import load_checkpoint, save_checkpoint
 from regzoo.train.distributed import DistributedContext, all_gather_cat, init_distributed
 from regzoo.train.loop import History, fit
 from regzoo.train.seeding import seed_everything
-from regzoo.train.timing import time_criteria, time_steps
+from regzoo.train.timing import criterion_differences, time_criteria, time_steps
 
 __all__ = [
     "DistributedContext",
     "History",
     "all_gather_cat",
+    "criterion_differences",
     "fit",
     "init_distributed",
     "load_checkpoint",

@@ -60,11 +60,13 @@ def time_criteria(
     y: torch.Tensor,
     index: torch.Tensor,
     device: torch.device | None = None,
+    **timing: int,
 ) -> dict[str, float]:
     """Median seconds of one training step per criterion ``f(logits, target, index)``.
 
     A step is zero_grad, forward, loss, backward and an SGD step; all criteria share the model
-    and the batch and are timed interleaved.
+    and the batch and are timed interleaved. ``timing`` (repeats, inner, warmup) goes to
+    :func:`time_steps`.
     """
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
 
@@ -75,4 +77,28 @@ def time_criteria(
             optimizer.step()
         return step
 
-    return time_steps({name: make_step(c) for name, c in criteria.items()}, device=device)
+    return time_steps({name: make_step(c) for name, c in criteria.items()}, device=device,
+                      **timing)
+
+
+def criterion_differences(
+    ours: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+    reference: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    index: torch.Tensor,
+) -> dict[str, float]:
+    """Largest absolute differences of loss and logit gradient between two criteria on one batch.
+
+    Benchmarks call it before timing an implementation against a reference, so that the ratio
+    they print compares the same computation.
+    """
+    results = []
+    for criterion in (ours, reference):
+        leaf = logits.detach().clone().requires_grad_(True)
+        loss = criterion(leaf, target, index)
+        (grad,) = torch.autograd.grad(loss, leaf)
+        results.append((loss.detach(), grad))
+    (loss_a, grad_a), (loss_b, grad_b) = results
+    return {"loss": float((loss_a - loss_b).abs().max()),
+            "grad": float((grad_a - grad_b).abs().max())}
