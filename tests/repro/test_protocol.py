@@ -51,3 +51,16 @@ def test_non_finite_values_make_the_verdict_inconclusive_not_a_crash():
     out = CLAIM.evaluate({0: 0.9, 1: float("nan"), 2: 0.9}, {0: 0.7, 1: 0.7, 2: None})
     assert out["verdict"] == "inconclusive"
     assert math.isnan(out["observed"]["mean_effect"])
+
+
+def test_evaluate_claim_pairs_by_seed_and_rejects_an_arm_no_unit_ran():
+    from regzoo.repro.protocol import Claim
+    from regzoo.repro.runner import evaluate_claim
+
+    records = [{"setting": "s", "arm": arm, "seed": seed, "metrics": {"m": value + seed}}
+               for arm, value in (("a", 1.0), ("b", 0.0)) for seed in (0, 1, 2)]
+    claim = Claim("a beats b", "m", "s", "a", "b", margin=0.5)
+    verdict = evaluate_claim(claim, records)
+    assert verdict["observed"]["mean_effect"] == 1.0 and verdict["verdict"] == "reproduced"
+    with pytest.raises(ValueError, match="no unit ran it"):
+        evaluate_claim(Claim("c beats b", "m", "s", "c", "b", margin=0.5), records)

@@ -163,6 +163,14 @@ class Reproduction(abc.ABC):
     def claim(self, config: Any) -> Claim:
         """The headline comparison this config checks."""
 
+    def secondary_claims(self, config: Any) -> list[Claim]:
+        """Further claims of the paper checked by the same units (default: none).
+
+        They are evaluated and reported like the headline claim, but the method's status in
+        the registry is the headline verdict alone.
+        """
+        return []
+
     def derived_arms(self, config: Any,
                      records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         """Extra arms computed from finished units without training (default: none)."""

@@ -35,14 +35,11 @@ def _in_display_order(repro: Reproduction, arms: Mapping[str, Any]) -> list[tupl
     return sorted(arms.items(), key=lambda item: rank.get(item[0], len(rank)))
 
 
-def result_markdown(repro: Reproduction, result: Mapping[str, Any]) -> str:
-    """The Markdown report: claim and verdict, a table per setting, timing, the command."""
-    run, claim = result["run"], result["claim"]
+def _claim_lines(claim: Mapping[str, Any], title: str) -> list[str]:
+    """A claim's statement and its verdict sentence."""
     observed = claim["observed"]
-    lines = [
-        f"# {run['slug']}: {run['title']}",
-        "",
-        f"**Claim.** {claim['statement']}",
+    return [
+        f"**{title}.** {claim['statement']}",
         "",
         f"**Verdict: {VERDICT_MARK[claim['verdict']]}.** Observed {claim['method']} − "
         f"{claim['baseline']} on `{claim['metric']}` ({claim['setting']}): "
@@ -51,8 +48,16 @@ def result_markdown(repro: Reproduction, result: Mapping[str, Any]) -> str:
         f"{'better' if claim['direction'] == 'higher' else 'worse'}).",
         "",
     ]
+
+
+def result_markdown(repro: Reproduction, result: Mapping[str, Any]) -> str:
+    """The Markdown report: claim and verdict, a table per setting, timing, the command."""
+    run, claim = result["run"], result["claim"]
+    lines = [f"# {run['slug']}: {run['title']}", "", *_claim_lines(claim, "Claim")]
     if claim.get("note"):
         lines += [claim["note"], ""]
+    for number, secondary in enumerate(result.get("secondary_claims", ()), start=2):
+        lines += _claim_lines(secondary, f"Claim {number}")
     aggregate = result["metrics"]["aggregate"]
     for setting, arms in aggregate.items():
         metrics = list(repro.table_metrics) or sorted({m for a in arms.values() for m in a})

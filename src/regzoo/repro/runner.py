@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 
 from regzoo.registry import card, results_dir
 from regzoo.repro.config import ReproConfig
-from regzoo.repro.protocol import Reproduction, Unit, UnitEnv, UnitResult
+from regzoo.repro.protocol import Claim, Reproduction, Unit, UnitEnv, UnitResult
 from regzoo.train.checkpoint import atomic_write_bytes
 from regzoo.train.distributed import DistributedContext, init_distributed, local_only
 from regzoo.train.loop import progress_disabled
@@ -349,12 +349,9 @@ def run_reproduction(
     ordered = [records[u.id] for u in units]
     ordered += repro.derived_arms(config, ordered)
     summary, curves = aggregate(ordered)
-    claim = repro.claim(config)
-    by_seed = {arm: {r["seed"]: r["metrics"][claim.metric] for r in ordered
-                     if r["setting"] == claim.setting and r["arm"] == arm}
-               for arm in (claim.method, claim.baseline)}
-    verdict = claim.evaluate(by_seed[claim.method], by_seed[claim.baseline])
+    verdict = evaluate_claim(repro.claim(config), ordered)
     verdict["note"] = repro.note(config, verdict, summary)
+    secondary = [evaluate_claim(c, ordered) for c in repro.secondary_claims(config)]
     timing: dict[str, Any] = {}
     env = environment(context.device)
     if context.is_main:
@@ -380,12 +377,25 @@ def run_reproduction(
         },
         "metrics": {"per_seed": ordered, "aggregate": summary, "curves": curves},
         "claim": verdict,
+        "secondary_claims": secondary,
         "timing": timing,
         "env": env,
     }
     if context.is_main:
         _write_artefacts(repro, result, out_path, mode)
     return result
+
+
+def evaluate_claim(claim: Claim, records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """``claim``'s verdict from the per-unit records (its setting, its two arms, every seed)."""
+    by_seed = {arm: {r["seed"]: r["metrics"][claim.metric] for r in records
+                     if r["setting"] == claim.setting and r["arm"] == arm}
+               for arm in (claim.method, claim.baseline)}
+    for arm, values in by_seed.items():
+        if not values:
+            raise ValueError(f"claim {claim.statement!r} names arm {arm!r} in setting "
+                             f"{claim.setting!r}, but no unit ran it")
+    return claim.evaluate(by_seed[claim.method], by_seed[claim.baseline])
 
 
 def render_artefacts(repro: Reproduction, result: dict[str, Any], folder: Path) -> None:
