@@ -52,6 +52,7 @@ from regzoo.methods.stn import (
     Hyperparameter,
     HyperparameterSpace,
     STNConfig,
+    STNResult,
     fit_stn,
 )
 from regzoo.metrics import classification_metrics, predict_logits
@@ -135,7 +136,8 @@ class DropoutMLP(nn.Module):
         return self.layers[-1](x)
 
 
-def _digits(seed: int) -> dict[str, torch.Tensor]:
+def digits_split(seed: int) -> dict[str, torch.Tensor]:
+    """The seed's 360 train / 360 validation / 1077 test digits (stratified)."""
     from sklearn.model_selection import train_test_split
 
     data = load_digits(seed=seed, test_fraction=1 - NUM_POOL / 1797)
@@ -152,7 +154,7 @@ def _losses(model: nn.Module, data: dict[str, torch.Tensor]) -> dict[str, float]
     return {"val_nll": val["nll"], "test_nll": test["nll"], "test_accuracy": test["accuracy"]}
 
 
-def _train_plain(config: STNReproConfig, data: dict[str, torch.Tensor], seed: int,
+def train_plain(config: STNReproConfig, data: dict[str, torch.Tensor], seed: int,
                  rates_at: Callable[[int], Sequence[float]]) -> dict[str, Any]:
     """Train a plain dropout MLP; ``rates_at(epoch)`` gives the per-layer rates of each epoch."""
     seed_everything(seed)
@@ -175,8 +177,9 @@ def _train_plain(config: STNReproConfig, data: dict[str, torch.Tensor], seed: in
     return {**_losses(model, data), "seconds": seconds, "curve": history.curve("test_loss")}
 
 
-def _run_stn(config: STNReproConfig, data: dict[str, torch.Tensor], seed: int,
+def run_stn(config: STNReproConfig, data: dict[str, torch.Tensor], seed: int,
              env: UnitEnv | None) -> dict[str, Any]:
+    """One STN run tuning both dropout rates; metrics, learned schedule and test curve."""
     seed_everything(seed)
     space = HyperparameterSpace({name: Hyperparameter(config.start_rate, 0.0, config.max_rate)
                                  for name in RATE_NAMES})
@@ -207,7 +210,7 @@ def _run_stn(config: STNReproConfig, data: dict[str, torch.Tensor], seed: int,
 def _search(config: STNReproConfig, data: dict[str, torch.Tensor], seed: int,
             candidates: Sequence[tuple[float, float]]) -> dict[str, Any]:
     """Train every candidate's rates; keep the lowest final validation NLL."""
-    runs = [(rates, _train_plain(config, data, seed, lambda epoch, r=rates: r))
+    runs = [(rates, train_plain(config, data, seed, lambda epoch, r=rates: r))
             for rates in candidates]
     rates, best = min(runs, key=lambda run: run[1]["val_nll"])
     return {**best, "seconds": sum(run["seconds"] for _, run in runs),
@@ -215,18 +218,18 @@ def _search(config: STNReproConfig, data: dict[str, torch.Tensor], seed: int,
 
 
 def _digits_unit(config: STNReproConfig, unit: Unit, env: UnitEnv) -> UnitResult:
-    data = _digits(unit.seed)
+    data = digits_split(unit.seed)
     if unit.arm in ("stn", "stn_replay"):
         # Both arms need the seed's STN run: computed once per run folder, shared by file.
         run = shared_once(env.workdir, f"stn_digits_seed{unit.seed}",
-                          lambda: _run_stn(config, data, unit.seed, None))
+                          lambda: run_stn(config, data, unit.seed, None))
         if unit.arm == "stn_replay":
             schedule = run["schedule"]
-            run = {**_train_plain(config, data, unit.seed, lambda epoch: schedule[epoch]),
+            run = {**train_plain(config, data, unit.seed, lambda epoch: schedule[epoch]),
                    "rate_layer1": schedule[-1][0], "rate_layer2": schedule[-1][1]}
     elif unit.arm == "fixed":
         rates = (config.start_rate, config.start_rate)
-        run = {**_train_plain(config, data, unit.seed, lambda epoch: rates),
+        run = {**train_plain(config, data, unit.seed, lambda epoch: rates),
                "rate_layer1": rates[0], "rate_layer2": rates[1]}
     elif unit.arm == "grid":
         run = _search(config, data, unit.seed, [(r, r) for r in config.grid_rates])
@@ -294,27 +297,33 @@ def _ridge_val_loss(model: nn.Module, batch: Any, hyper: HyperBatch) -> torch.Te
     return F.mse_loss(model(batch[0], hyper), batch[1])
 
 
-def _ridge_unit(config: STNReproConfig, unit: Unit, env: UnitEnv) -> UnitResult:
+def run_stn_ridge(config: STNReproConfig, data: dict[str, torch.Tensor],
+                  seed: int) -> STNResult:
+    """STN tuning the L2 strength of a one-output HyperLinear on ``data`` (log scale)."""
+    seed_everything(seed)
+    space = HyperparameterSpace({"l2": Hyperparameter(config.ridge_init, 0.0, math.inf,
+                                                      scale="log")})
+    n_train, n_val = data["x_train"].shape[0], data["x_val"].shape[0]
+    return fit_stn(
+        _RidgeNet(data["x_train"].shape[1]), space,
+        TensorBatches(data["x_train"], data["y_train"], n_train, seed=seed),
+        TensorBatches(data["x_val"], data["y_val"], n_val, seed=seed),
+        config=STNConfig(epochs=config.ridge_epochs, train_lr=config.ridge_lr,
+                         momentum=config.momentum, hyper_lr=config.ridge_hyper_lr,
+                         warmup_epochs=min(config.warmup_epochs, config.ridge_epochs - 1)),
+        train_loss=_ridge_train_loss, val_loss=_ridge_val_loss, progress=False,
+        evaluate=lambda model, epoch: {"test_loss": float(F.mse_loss(model(data["x_test"]),
+                                                                     data["y_test"]))},
+    )
+
+
+def _ridge_unit(config: STNReproConfig, unit: Unit) -> UnitResult:
     data = ridge_problem(unit.seed)
     best = ridge_optimum(data)
     curves: dict[str, list[float]] = {}
     metrics: dict[str, float] = {}
     if unit.arm == "stn":
-        seed_everything(unit.seed)
-        space = HyperparameterSpace({"l2": Hyperparameter(config.ridge_init, 0.0, math.inf,
-                                                          scale="log")})
-        n_train, n_val = data["x_train"].shape[0], data["x_val"].shape[0]
-        result = fit_stn(
-            _RidgeNet(data["x_train"].shape[1]), space,
-            TensorBatches(data["x_train"], data["y_train"], n_train, seed=unit.seed),
-            TensorBatches(data["x_val"], data["y_val"], n_val, seed=unit.seed),
-            config=STNConfig(epochs=config.ridge_epochs, train_lr=config.ridge_lr,
-                             momentum=config.momentum, hyper_lr=config.ridge_hyper_lr,
-                             warmup_epochs=min(config.warmup_epochs, config.ridge_epochs - 1)),
-            train_loss=_ridge_train_loss, val_loss=_ridge_val_loss, progress=False,
-            evaluate=lambda model, epoch: {"test_loss": float(F.mse_loss(
-                model(data["x_test"]), data["y_test"]))},
-        )
+        result = run_stn_ridge(config, data, unit.seed)
         lam = result.space.current()["l2"]
         metrics["network_test_mse"] = result.history.last["test_loss"]
         curves["log10_lambda_ratio"] = [math.log10(r["hp/l2"] / best) for r in result.schedule]
@@ -355,7 +364,7 @@ class STNReproduction(Reproduction):
 
     def run_unit(self, config: STNReproConfig, unit: Unit, env: UnitEnv) -> UnitResult:
         if unit.setting == "ridge":
-            return _ridge_unit(config, unit, env)
+            return _ridge_unit(config, unit)
         return _digits_unit(config, unit, env)
 
     def claim(self, config: STNReproConfig) -> Claim:
@@ -414,7 +423,7 @@ class STNReproduction(Reproduction):
 
     def timing(self, config: STNReproConfig, device: torch.device) -> dict[str, Any]:
         torch.manual_seed(0)
-        data = _digits(0)
+        data = digits_split(0)
         x = data["x_train"][: config.batch_size].to(device)
         y = data["y_train"][: config.batch_size].to(device)
         plain = DropoutMLP([64, *config.hidden, 10], (0.05, 0.05)).to(device)

@@ -270,7 +270,8 @@ def fit_stn(
         if evaluate is not None:
             was_training = net.training
             net.eval()
-            record.update(evaluate(tuned, epoch))
+            with torch.no_grad():
+                record.update(evaluate(tuned, epoch))
             net.train(was_training)
         return record
 
