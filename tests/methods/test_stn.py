@@ -148,6 +148,15 @@ def test_space_starts_at_init_and_perturbs_per_example():
     assert torch.equal(fixed["d1"], torch.full((3,), fixed["d1"][0].item()))
 
 
+def test_a_shared_perturbation_is_one_draw_per_batch():
+    space = HyperparameterSpace({"own": Hyperparameter(0.3, 0.0, 0.9),
+                                 "shared": Hyperparameter(0.3, 0.0, 0.9, per_example=False)})
+    torch.manual_seed(0)
+    batch = space.batch(6, perturb=True)
+    assert batch["own"].unique().numel() == 6
+    assert batch["shared"].unique().numel() == 1
+
+
 def test_validation_gradient_reaches_lambda_only_through_the_gates():
     torch.manual_seed(0)
     space = HyperparameterSpace({"d1": Hyperparameter(0.3, 0.0, 0.9),

@@ -45,6 +45,9 @@ class Hyperparameter:
         scale: ``"linear"`` (sigmoid/softplus maps, the official code) or ``"log"`` (λ = low + e^u,
             for strengths spanning decades such as an L2 coefficient; needs ``high=math.inf``).
         perturb_scale: initial σ of the perturbation in unconstrained space (official 0.5).
+        per_example: draw one perturbation per example (default); ``False`` shares one draw
+            across the batch, for hyperparameters a batch must apply jointly (the official
+            ``minibatch=False`` flag).
     """
 
     init: float
@@ -53,6 +56,7 @@ class Hyperparameter:
     discrete: bool = False
     scale: str = "linear"
     perturb_scale: float = 0.5
+    per_example: bool = True
 
     def __post_init__(self) -> None:
         check_choice("scale", self.scale, SCALES)
@@ -145,6 +149,8 @@ class HyperparameterSpace(nn.Module):
                  for spec in self.specs.values()]
         self.values = nn.Parameter(torch.stack(init).float())
         self.scales = nn.Parameter(torch.stack(scale).float())
+        self.register_buffer("shared_noise", torch.tensor(
+            [not spec.per_example for spec in self.specs.values()]), persistent=False)
 
     def __len__(self) -> int:
         return len(self.specs)
@@ -167,6 +173,7 @@ class HyperparameterSpace(nn.Module):
         u = self.values.unsqueeze(0).expand(batch_size, -1)
         if perturb:
             noise = torch.randn(batch_size, len(self), device=u.device, dtype=u.dtype)
+            noise = torch.where(self.shared_noise, noise[:1], noise)
             u = u + self.sigma() * noise
         return HyperBatch(u, self.project(u).detach(), self.index)
 
