@@ -7,7 +7,8 @@ node, heteroscedastic noise is modelled. Acyclicity is DAGMA's log-det function 
 decreasing-μ path; the scales have closed-form updates.
 
 With Σ̂ = XᵀX/n (X centred) and the residual energy of node i,
-r_i(W) = [(I − W)ᵀ Σ̂ (I − W)]_ii = ‖X_i − X W_i‖²/n, the scores are (paper §4, eqs. (4)-(6)):
+r_i(W) = [(I − W)ᵀ Σ̂ (I − W)]_ii = ‖X_i − X W_i‖²/n, the scores are (paper §4; derivations
+in its appendix B):
 
 * CoLiDE-EV (one scale σ): S(W, σ) = Σ_i r_i / (2σ) + dσ/2 + λ‖W‖₁, minimised over σ by
   σ̂ = sqrt(Σ_i r_i / d), where S(W, σ̂) = sqrt(d Σ_i r_i) + λ‖W‖₁;
@@ -20,7 +21,7 @@ convex in σ.
 
 Acyclicity (DAGMA, Bello et al. 2022): h(W; s) = −log det(sI − W∘W) + d log s ≥ 0 on the
 M-matrix domain {W : (sI − W∘W)⁻¹ ≥ 0}, zero exactly on DAGs, ∇h = 2 W ∘ (sI − W∘W)⁻ᵀ.
-Path following (paper Alg. 1): for t = 0..T−1 minimise μ_t (S(W, σ) + λ‖W‖₁) + h(W; s_t),
+Path following (paper §4.1): for t = 0..T−1 minimise μ_t (S(W, σ) + λ‖W‖₁) + h(W; s_t),
 alternating one Adam step on W (subgradient μ[−Σ̂(I − W) diag(1/σ) + λ sign W] + ∇h, β₁ = 0.99,
 β₂ = 0.999, ε = 1e-8, bias-corrected) with the closed-form σ update, from the previous stage's
 (W, σ); then μ_{t+1} = μ_t · mu_factor. Domain safeguard (official ``minimize``): when
@@ -265,9 +266,16 @@ class _Solver:
         self.tol = tol
         self.ops = _ops(cov)
 
-    def _sigma(self, W: Any, rhs: Any) -> Any:
-        # rhs = Σ̂(I − W), so r_i = column sums of (I − W) ∘ rhs: O(d²) beyond the product.
-        product = (self.eye - W) * rhs
+    def _residuals(self, W: Any) -> tuple[Any, Any]:
+        """Σ̂(I − W) (the factor of the score gradient) and the closed-form σ from it.
+
+        r_i = column sums of (I − W) ∘ rhs: O(d²) beyond the one product.
+        """
+        dif = self.eye - W
+        rhs = self.cov @ dif
+        return rhs, self._scale(dif * rhs)
+
+    def _scale(self, product: Any) -> Any:
         if self.variance == "ev":
             return max(math.sqrt(max(float(product.sum()), 0.0) / self.d), self.sigma_min)
         return self.ops.maximum(self.ops.sqrt(product.sum(axis=0)), self.sigma_min)
@@ -281,7 +289,7 @@ class _Solver:
         m = W * 0.0
         v = W * 0.0
         step = W * 0.0
-        rhs = cov - cov @ W
+        rhs = cov @ (self.eye - W)
         obj_prev = 1e16
         it = 0
         for it in range(1, max_iter + 1):
@@ -292,33 +300,30 @@ class _Solver:
                 W += lr * step  # undo the step that left the domain, retry it shorter
                 lr *= 0.5
                 if lr <= _MIN_LR:
-                    return self._finish(W, cov - cov @ W, mu, s, it)
+                    return self._finish(W, mu, s, it)
                 W -= lr * step
-                rhs = cov - cov @ W
-                sigma = self._sigma(W, rhs)
+                rhs, sigma = self._residuals(W)
                 inverse = ops.inv(s_eye - W * W)
             # ∇ = −μ Σ̂(I − W) diag(1/σ) + μλ sign(W) + 2 W ∘ (sI − W∘W)⁻ᵀ
             grad = rhs * (-mu / sigma)
             grad += mu_l1 * ops.sign(W)
             grad += 2.0 * W * inverse.T
-            m *= b1
-            m += (1 - b1) * grad
+            m += (1 - b1) * (grad - m)  # m ← β₁m + (1 − β₁)g
             v *= b2
             v += (1 - b2) * (grad * grad)
             # Adam with bias correction: step = m̂ / (sqrt(v̂) + ε)
-            step = (m / (1 - b1**it)) / (ops.sqrt(v) * (1 / math.sqrt(1 - b2**it)) + 1e-8)
+            step = (m * (1 / (1 - b1**it))) / (ops.sqrt(v) * (1 / math.sqrt(1 - b2**it)) + 1e-8)
             W -= lr * step
-            rhs = cov - cov @ W
-            sigma = self._sigma(W, rhs)
+            rhs, sigma = self._residuals(W)
             if it % self.checkpoint == 0 or it == max_iter:
                 obj, _, _ = _objective(W, cov, sigma, mu, s, self.lambda1, self.variance)
                 if abs((obj_prev - obj) / obj_prev) <= self.tol:
                     break
                 obj_prev = obj
-        return self._finish(W, rhs, mu, s, it)
+        return self._finish(W, mu, s, it)
 
-    def _finish(self, W: Any, rhs: Any, mu: float, s: float, it: int) -> _Stage:
-        sigma = self._sigma(W, rhs)
+    def _finish(self, W: Any, mu: float, s: float, it: int) -> _Stage:
+        sigma = self._residuals(W)[1]
         obj, score, h = _objective(W, self.cov, sigma, mu, s, self.lambda1, self.variance)
         return _Stage(W, sigma, True, it, obj, score, h)
 

@@ -3,12 +3,12 @@
 Data (:func:`regzoo.data.sem.simulate_linear_sem`, seeded per unit): Gaussian noise, n = 1000,
 weights U(±[0.5, 2]), ER graphs. Every arm gets the same data for a given setting and seed.
 
-* ``ev_var<σ²>`` settings (claim A, "λ decoupled from the noise scale", paper §4 and Fig. 2):
+* ``ev_var<σ²>`` settings (claim A, "λ decoupled from the noise scale", paper §4 and abstract):
   d = 20, ER2, equal noise variance σ² ∈ {0.25, 1, 4, 16, 100}; λ fixed for every σ² (CoLiDE
   0.05, the official ``main.py``; DAGMA 0.02, its README's value for the l2 loss). Arms:
   CoLiDE-EV and DAGMA. The derived setting ``noise_scale`` holds, per seed and arm, the spread
   max_σ² SHD − min_σ² SHD and the SHD-vs-σ² curve.
-* ``nv_er4_d<d>`` (claim B, the headline, paper §6 Fig. 3): d = 50, ER4, heteroscedastic noise
+* ``nv_er4_d<d>`` (claim B, the headline, paper §5): d = 50, ER4, heteroscedastic noise
   variances U(0.5, 10). Arms: CoLiDE-NV, CoLiDE-EV, DAGMA.
 
 Every arm runs the same path (T = 4, s = (1, .9, .8, .7), μ₀ = 1, μ factor 0.1, 2·10⁴ warm and
@@ -178,7 +178,7 @@ class CoLiDEReproduction(Reproduction):
         return Claim(
             statement=f"CoLiDE-NV reaches a lower mean SHD than DAGMA on {config.het_d}-node "
             f"ER{config.het_degree} graphs with heteroscedastic noise variances U(0.5, 10), "
-            f"n = {config.n} (paper Fig. 3: CoLiDE-NV has the lowest SHD of all methods).",
+            f"n = {config.n} (paper §5: CoLiDE-NV has the lowest SHD of the continuous methods).",
             metric="shd", setting=_het_setting(config), method="colide_nv", baseline="dagma",
             margin=0.0, higher_is_better=False,
         )
@@ -196,7 +196,7 @@ class CoLiDEReproduction(Reproduction):
             ),
             Claim(
                 statement="On heteroscedastic data CoLiDE-NV reaches a lower SHD than CoLiDE-EV "
-                "(paper Fig. 3: modelling one scale per node pays off).",
+                "(paper §5: modelling one scale per node pays off).",
                 metric="shd", setting=_het_setting(config), method="colide_nv",
                 baseline="colide_ev", margin=0.0, higher_is_better=False,
             ),
