@@ -45,6 +45,15 @@ def test_registered_as_estimator_with_both_variants():
     assert {d.name for d in entry.defaults} >= {"lambda1", "T", "s", "warm_iter", "max_iter"}
 
 
+def test_scikit_learn_parameters_round_trip():
+    from sklearn.base import clone
+
+    est = CoLiDE("nv", 0.1, T=3)
+    assert est.get_params()["lambda1"] == 0.1 and est.get_params()["T"] == 3
+    copy = clone(est).set_params(lambda1=0.2)
+    assert copy.lambda1 == 0.2 and copy.variance == "nv" and est.lambda1 == 0.1
+
+
 def test_residual_energy_is_the_per_node_mean_squared_residual():
     _, X, cov = _problem()
     W = _random_w(5, 1)

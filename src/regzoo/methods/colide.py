@@ -56,6 +56,7 @@ from typing import Any
 import numpy as np
 import torch
 from scipy.linalg import lapack
+from sklearn.base import BaseEstimator
 
 from regzoo.core.arrays import as_tensor, restore
 from regzoo.core.checks import check_choice, check_positive_int, check_range
@@ -351,8 +352,11 @@ def _schedule(s: float | Sequence[float], T: int) -> list[float]:
     defaults=DEFAULTS,
     variants=("ev", "nv"),
 )
-class CoLiDE:
+class CoLiDE(BaseEstimator):
     """CoLiDE estimator (scikit-learn style): ``CoLiDE(variance="nv").fit(X).adjacency_``.
+
+    A scikit-learn ``BaseEstimator``: ``get_params``, ``set_params`` and ``sklearn.clone`` work.
+    The solver is deterministic (W₀ = 0, no sampling), so it takes no ``random_state``.
 
     Args:
         variance: ``"ev"`` (CoLiDE-EV, one noise scale) or ``"nv"`` (CoLiDE-NV, one per node).
