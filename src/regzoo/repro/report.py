@@ -60,7 +60,9 @@ def result_markdown(repro: Reproduction, result: Mapping[str, Any]) -> str:
         lines += _claim_lines(secondary, f"Claim {number}")
     aggregate = result["metrics"]["aggregate"]
     for setting, arms in aggregate.items():
-        metrics = list(repro.table_metrics) or sorted({m for a in arms.values() for m in a})
+        present = {m for a in arms.values() for m in a}
+        # table_metrics spans every setting; a setting's table shows the ones its arms report.
+        metrics = [m for m in repro.table_metrics if m in present] or sorted(present)
         lines += [f"## {setting}", "",
                   "| arm | " + " | ".join(metrics) + " |",
                   "|---|" + "---|" * len(metrics)]
