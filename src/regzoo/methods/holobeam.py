@@ -83,7 +83,8 @@ def dirichlet_gain(u: torch.Tensor, n: int) -> torch.Tensor:
     """D_N(u) = |Σ_{m<N} e^{jmu}|² = sin²(Nu/2)/sin²(u/2), with its limit N² at u ∈ 2πℤ."""
     half = torch.sin(u / 2)
     numerator = torch.sin(n * u / 2) ** 2
-    near = half.abs() < 1e-9
+    # Within √eps of a peak the ratio is 0/0 in floating point; the limit N² is exact there.
+    near = half.abs() < torch.finfo(u.dtype).eps ** 0.5
     safe = torch.where(near, torch.ones_like(half), half)
     return torch.where(near, torch.full_like(u, float(n * n)), numerator / safe**2)
 
