@@ -81,8 +81,8 @@ class HoloBeamReproConfig(ReproConfig):
 
     @classmethod
     def tiny(cls) -> HoloBeamReproConfig:
-        return cls(seeds=(0, 1), receivers=20, nx=8, ny=8, budgets=(64, 128, 256),
-                   claim_budget=256, small_budget=64)
+        return cls(seeds=(0, 1), receivers=10, nx=8, ny=8, budgets=(64, 128),
+                   claim_budget=128, small_budget=64)
 
     @classmethod
     def quick(cls) -> HoloBeamReproConfig:
