@@ -109,8 +109,7 @@ class HoloBeamReproduction(Reproduction):
     config_type = HoloBeamReproConfig
     title = "HoloBeam: Learning Optimal Beamforming in Far-Field Holographic Metasurface " \
             "Transceivers"
-    plot_curves = (("error", "P(miss best pair)\nx: budget index"),
-                   ("throughput", "throughput (bit/s/Hz)\nx: budget index"))
+    plot_curves = (("error", "P(miss best pair)"), ("throughput", "throughput (bit/s/Hz)"))
     arm_labels = {"holobeam": "HoloBeam", "unimodal_2d": "2-D unimodal search",
                   "sequential_halving": "Sequential Halving",
                   "successive_rejects": "Successive Rejects", "uniform": "uniform",
@@ -121,6 +120,10 @@ class HoloBeamReproduction(Reproduction):
 
     table_metrics = (*(f"error_T{b}" for b in (64, 128, 256, 512, 1024, 2048, 4096)),
                      "throughput_T128", "throughput_T4096", "oracle_throughput")
+
+    def curve_x(self, config: HoloBeamReproConfig,
+                setting: str) -> tuple[str, Sequence[float] | None, str]:
+        return "pilots T", config.budgets, "log"
 
     def units(self, config: HoloBeamReproConfig) -> list[Unit]:
         # Slow arms (many rounds or many arms) first, so the parallel processes finish together.

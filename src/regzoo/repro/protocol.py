@@ -176,6 +176,14 @@ class Reproduction(abc.ABC):
         """Extra arms computed from finished units without training (default: none)."""
         return []
 
+    def curve_x(self, config: Any, setting: str) -> tuple[str, Sequence[float] | None, str]:
+        """The x-axis of ``setting``'s curves: label, values (``None``: 1, 2, …) and scale.
+
+        Curves over something other than epochs (a pilot budget, a width) say so here; the
+        scale is ``"linear"`` or ``"log"``.
+        """
+        return "epoch", None, "linear"
+
     def draw_extra_row(self, ax: Any, setting: str, result: dict[str, Any]) -> bool:
         """Draw ``setting``'s panel of the extra plot row on ``ax``; False leaves it empty."""
         return False

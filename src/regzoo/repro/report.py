@@ -109,6 +109,8 @@ def plot_result(repro: Reproduction, result: Mapping[str, Any], path: Path) -> N
                                          for arm in curves[s].values())]
     if not rows or not settings:
         return
+    config = repro.config_type.from_dict(result["run"]["config"])
+    axis = {setting: repro.curve_x(config, setting) for setting in settings}
     extra = 1 if repro.extra_row_label else 0
     fig, axes = plt.subplots(len(rows) + extra, len(settings), dpi=110, squeeze=False,
                              figsize=(3.6 * len(settings) + 0.8, 2.9 * (len(rows) + extra)))
@@ -118,17 +120,19 @@ def plot_result(repro: Reproduction, result: Mapping[str, Any], path: Path) -> N
                 if name not in named:
                     continue
                 mean, se = named[name]["mean"], named[name]["se"]
-                epochs = range(1, len(mean) + 1)
-                (line,) = ax.plot(epochs, mean, label=repro.arm_labels.get(arm, arm), lw=1.5)
+                values = axis[setting][1]
+                xs = list(values)[: len(mean)] if values is not None else range(1, len(mean) + 1)
+                (line,) = ax.plot(xs, mean, label=repro.arm_labels.get(arm, arm), lw=1.5)
                 if se is not None:
-                    ax.fill_between(epochs, [m - e for m, e in zip(mean, se)],
+                    ax.fill_between(xs, [m - e for m, e in zip(mean, se)],
                                     [m + e for m, e in zip(mean, se)],
                                     color=line.get_color(), alpha=0.2, lw=0)
             ax.grid(alpha=0.3)
             if r == 0:
                 ax.set_title(setting)
+            ax.set_xscale(axis[setting][2])
             if r == len(rows) - 1:
-                ax.set_xlabel("epoch")
+                ax.set_xlabel(axis[setting][0])
         axes[r][0].set_ylabel(label)
     if extra:
         for ax, setting in zip(axes[-1], settings):
