@@ -6,16 +6,20 @@ weights U(±[0.5, 2]), ER graphs. Every arm gets the same data for a given setti
 * ``ev_var<σ²>`` settings (claim A, "λ decoupled from the noise scale", paper §4 and abstract):
   d = 20, ER2, equal noise variance σ² ∈ {0.25, 1, 4, 16, 100}; λ fixed for every σ² (CoLiDE
   0.05, the official ``main.py``; DAGMA 0.02, its README's value for the l2 loss). Arms:
-  CoLiDE-EV and DAGMA. The derived setting ``noise_scale`` holds, per seed and arm, the spread
-  max_σ² SHD − min_σ² SHD and the SHD-vs-σ² curve.
+  CoLiDE-EV and DAGMA (both DAGMA configurations below). The derived setting ``noise_scale``
+  holds, per seed and arm, the spread max_σ² SHD − min_σ² SHD and the SHD-vs-σ² curve.
 * ``nv_er4_d<d>`` (claim B, the headline, paper §5): d = 50, ER4, heteroscedastic noise
-  variances U(0.5, 10). Arms: CoLiDE-NV, CoLiDE-EV, DAGMA.
+  variances U(0.5, 10). Arms: CoLiDE-NV, CoLiDE-EV, DAGMA (both configurations).
 
-Every arm runs the same path (T = 4, s = (1, .9, .8, .7), μ₀ = 1, μ factor 0.1, 2·10⁴ warm and
-7·10⁴ final Adam iterations, lr 3e-4, the official ``main.py``) and the same post-processing
-(threshold 0.3, then acyclic). No λ is tuned per arm or per setting: the paper's message is
-that CoLiDE's λ needs no retuning; DAGMA keeps its published default.
-DAGMA is the PyPI package ``dagma`` (extra ``peers``).
+CoLiDE runs the official ``main.py`` path (T = 4, s = (1, .9, .8, .7), μ₀ = 1, μ factor 0.1,
+2·10⁴ warm and 7·10⁴ final Adam iterations, lr 3e-4). DAGMA (PyPI package ``dagma``, extra
+``peers``, λ = 0.02 from its README) runs twice: ``dagma`` with the package's own ``fit``
+defaults (T = 5, s = (1, .9, .8, .7, .6), 3·10⁴ warm and 6·10⁴ final iterations), the baseline
+of the claims, and ``dagma_colide_path`` on CoLiDE's path and budget. The second is a
+diagnostic: on seed 0 of the official CoLiDE simulator it gave SHD 65 against 24 with the
+package defaults (d = 50, ER4, NV), so a comparison on CoLiDE's path alone would flatter
+CoLiDE. Every arm gets the same post-processing (threshold 0.3, then acyclic). No λ is tuned per
+arm or per setting: the paper's message is that CoLiDE's λ needs no retuning.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from regzoo.methods.colide import CoLiDE, to_dag
 from regzoo.repro.config import ReproConfig
 from regzoo.repro.protocol import Claim, Reproduction, Unit, UnitEnv, UnitResult
 
-ARMS = ("colide_nv", "colide_ev", "dagma")
+ARMS = ("colide_nv", "colide_ev", "dagma", "dagma_colide_path")
 NOISE_SCALE = "noise_scale"
 
 
@@ -48,19 +52,24 @@ class CoLiDEReproConfig(ReproConfig):
     scale_d: int = 20
     scale_degree: int = 2
     scale_vars: tuple[float, ...] = (0.25, 1.0, 4.0, 16.0, 100.0)
-    scale_arms: tuple[str, ...] = ("colide_ev", "dagma")
+    scale_arms: tuple[str, ...] = ("colide_ev", "dagma", "dagma_colide_path")
     het_d: int = 50
     het_degree: int = 4
     het_arms: tuple[str, ...] = ARMS
     lambda_colide: float = 0.05
     lambda_dagma: float = 0.02
+    dagma_T: int = 5
+    dagma_s: tuple[float, ...] = (1.0, 0.9, 0.8, 0.7, 0.6)
+    dagma_warm_iter: int = 30000
+    dagma_max_iter: int = 60000
     T: int = 4
     s: tuple[float, ...] = (1.0, 0.9, 0.8, 0.7)
     warm_iter: int = 20000
     max_iter: int = 70000
     lr: float = 3e-4
     threshold: float = 0.3
-    positive_fields = ("n", "scale_d", "het_d", "T", "warm_iter", "max_iter", "lr")
+    positive_fields = ("n", "scale_d", "het_d", "T", "warm_iter", "max_iter", "lr", "dagma_T",
+                       "dagma_warm_iter", "dagma_max_iter")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -71,7 +80,8 @@ class CoLiDEReproConfig(ReproConfig):
         if {"colide_ev", "dagma"} - set(self.scale_arms):
             raise ValueError("scale_arms must include colide_ev and dagma (claim A compares them)")
         if {"colide_nv", "colide_ev", "dagma"} - set(self.het_arms):
-            raise ValueError(f"het_arms must be {ARMS} (claim B compares all three)")
+            raise ValueError(f"het_arms must include colide_nv, colide_ev and dagma (claim B "
+                             f"compares them), got {self.het_arms}")
         if len(self.scale_vars) < 2 or min(self.scale_vars) <= 0:
             raise ValueError(f"scale_vars needs at least two positive variances, got "
                              f"{self.scale_vars}")
@@ -79,7 +89,8 @@ class CoLiDEReproConfig(ReproConfig):
     @classmethod
     def tiny(cls) -> CoLiDEReproConfig:
         return cls(seeds=(0,), n=200, scale_d=5, scale_vars=(1.0, 16.0), het_d=6,
-                   het_degree=2, warm_iter=200, max_iter=400)
+                   het_degree=2, warm_iter=200, max_iter=400, dagma_warm_iter=200,
+                   dagma_max_iter=400)
 
     @classmethod
     def quick(cls) -> CoLiDEReproConfig:
@@ -103,17 +114,21 @@ def fit_arm(arm: str, X: np.ndarray, config: CoLiDEReproConfig) -> tuple[np.ndar
 
     DAGMA does not report its iteration count (returned as −1).
     """
-    if arm == "dagma":
+    if arm in ("dagma", "dagma_colide_path"):
         try:
             from dagma.linear import DagmaLinear
         except ImportError:
             raise ImportError("the DAGMA arm needs the peer package: pip install "
                               "'regzoo[peers]' (or pip install dagma)") from None
         # dagma centres X in place and edits its s list: give it copies; silence its tqdm bar.
+        own = arm == "dagma"  # the package's defaults, else CoLiDE's path and budget
         with contextlib.redirect_stderr(io.StringIO()):
-            W = DagmaLinear("l2").fit(X.copy(), lambda1=config.lambda_dagma, w_threshold=0.0,
-                                      T=config.T, s=list(config.s), warm_iter=config.warm_iter,
-                                      max_iter=config.max_iter, lr=config.lr)
+            W = DagmaLinear("l2").fit(
+                X.copy(), lambda1=config.lambda_dagma, w_threshold=0.0, lr=config.lr,
+                T=config.dagma_T if own else config.T,
+                s=list(config.dagma_s if own else config.s),
+                warm_iter=config.dagma_warm_iter if own else config.warm_iter,
+                max_iter=config.dagma_max_iter if own else config.max_iter)
         return to_dag(W, config.threshold), -1
     est = CoLiDE(arm.removeprefix("colide_"), config.lambda_colide, T=config.T, s=config.s,
                  warm_iter=config.warm_iter, max_iter=config.max_iter, lr=config.lr,
@@ -129,8 +144,9 @@ class CoLiDEReproduction(Reproduction):
     title = "CoLiDE: Concomitant Linear DAG Estimation"
     plot_curves = (("shd_vs_var", "SHD (x: σ² level, left to right)"),
                    ("fdr_vs_var", "FDR (x: σ² level)"))
-    arm_labels = {"colide_nv": "CoLiDE-NV", "colide_ev": "CoLiDE-EV", "dagma": "DAGMA"}
-    unit_axes = ("seeds",)
+    arm_labels = {"colide_nv": "CoLiDE-NV", "colide_ev": "CoLiDE-EV", "dagma": "DAGMA",
+                  "dagma_colide_path": "DAGMA, CoLiDE's path"}
+    unit_axes = ("seeds", "het_arms", "scale_arms")
     table_metrics = ("shd", "tpr", "fdr", "nnz", "fit_seconds", "shd_spread")
     extra_row_label = "heteroscedastic: SHD"
 
@@ -211,8 +227,10 @@ class CoLiDEReproduction(Reproduction):
         means = [arms[a]["shd"]["mean"] for a in names]
         errors = [arms[a]["shd"]["se"] for a in names]
         ax.bar(range(len(names)), means, yerr=[0.0 if e is None or e != e else e for e in errors],
-               color=["C2", "C0", "C1"][: len(names)], capsize=4)
-        ax.set_xticks(range(len(names)), [self.arm_labels[a] for a in names])
+               color=["C2", "C0", "C1", "C3"][: len(names)], capsize=4)
+        short = {"dagma_colide_path": "DAGMA\n(CoLiDE path)"}
+        ax.set_xticks(range(len(names)), [short.get(a, self.arm_labels[a]) for a in names],
+                      fontsize=8)
         ax.set_title(f"{_het_setting(config)} (mean ± SE)", fontsize=9)
         return True
 
@@ -270,12 +288,18 @@ class CoLiDEReproduction(Reproduction):
             f"{len(config.seeds)} seeds): {rows}. Mean SHD at σ² = "
             + "/".join(f"{v:g}" for v in config.scale_vars) + " (d = "
             f"{config.scale_d}, ER{config.scale_degree}, fixed λ): " + "; ".join(scale)
-            + f"; SHD spread over σ²: CoLiDE-EV {cell(spread, 'colide_ev', 'shd_spread')}, "
-            f"DAGMA {cell(spread, 'dagma', 'shd_spread')}. λ was not tuned per arm or "
-            f"setting (CoLiDE {config.lambda_colide:g}, DAGMA {config.lambda_dagma:g}); both "
-            "use the official path and budget. Note: CoLiDE's λ is not exactly scale-free — "
-            "scaling the data by c acts like λ/c (λ/c² for DAGMA's least-squares score); "
-            "the tests check the exact identity (cX, cλ, μ₀/c) ↔ (X, λ, μ₀)."
+            + "; SHD spread over σ² (max − min): " + ", ".join(
+                f"{self.arm_labels[a]} {cell(spread, a, 'shd_spread')}"
+                for a in config.scale_arms)
+            + f". λ was not tuned per arm or setting (CoLiDE {config.lambda_colide:g}, DAGMA "
+            f"{config.lambda_dagma:g}). DAGMA's path matters as much as its score: with the "
+            "package defaults it is the baseline of the claims; on CoLiDE's shorter-s, "
+            "longer-budget path it is reported as a diagnostic arm only. Cross-check outside "
+            "this run: on seeds 0 and 1 of the official CoLiDE simulator (d = 50, ER4, NV) this "
+            "implementation gives SHD 15/23 (EV) and 18/37 (NV), the official code 15/23 and "
+            "17/37 (spec §3); its iterates match the official code's to 1e-12 on short runs. "
+            "CoLiDE's λ is not exactly scale-free: scaling the data by c acts like λ/c (λ/c² "
+            "for least squares); the tests check the exact identity (cX, cλ, μ₀/c) ↔ (X, λ, μ₀)."
         )
 
 
