@@ -426,9 +426,10 @@ PAPERS: dict[str, PaperEntry] = {
             code_url="https://github.com/asteroidhouse/self-tuning-networks",
             venue="ICLR 2019",
             claim=(
-                "One STN run tuning a digits MLP's dropout reaches lower test NLL than fixed "
-                "dropout 0.05 and no higher than the best of a 5-point dropout grid "
-                "(mean of 5 seeds)."
+                "One STN run tuning a digits MLP's two dropout rates from 0.05 reaches lower "
+                "test NLL than the best of a 5-point shared-rate grid selected on validation "
+                "NLL (10 seeds); also checked: ≥ 0.02 below fixed 0.05, against random search, "
+                "the replayed schedule, and ridge λ converging to the validation optimum."
             ),
         ),
         PaperEntry(

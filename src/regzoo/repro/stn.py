@@ -242,8 +242,14 @@ def _digits_unit(config: STNReproConfig, unit: Unit, env: UnitEnv) -> UnitResult
                         "rate_layer2", "hyper_steps", "trials")}
     curves = {"test_loss": run["curve"]}
     if "schedule" in run:
-        curves.update({"rate_layer1": [r[0] for r in run["schedule"]],
-                       "rate_layer2": [r[1] for r in run["schedule"]]})
+        schedule = run["schedule"]
+        curves.update({"rate_layer1": [r[0] for r in schedule],
+                       "rate_layer2": [r[1] for r in schedule]})
+        if unit.arm == "stn":
+            # Have the rates settled? Their mean change over the last quarter of training.
+            back = schedule[-1 - max(1, len(schedule) // 4)]
+            metrics["rate_change_last_quarter"] = sum(
+                now - then for now, then in zip(schedule[-1], back)) / len(back)
     return UnitResult(metrics, curves)
 
 
@@ -348,7 +354,8 @@ class STNReproduction(Reproduction):
                   "grid": "grid (5 runs)", "random": "random (5 runs)",
                   "initial": "λ₀ (start)", "optimal": "λ* (val-optimal)"}
     table_metrics = ("test_nll", "test_accuracy", "val_nll", "rate_layer1", "rate_layer2",
-                     "seconds", "lambda", "log10_lambda_error", "val_mse", "test_mse")
+                     "rate_change_last_quarter", "seconds", "lambda", "log10_lambda_error",
+                     "val_mse", "test_mse")
     extra_row_label = "STN's hyperparameters"
     unit_axes = ("seeds", "arms", "settings")
 
@@ -474,6 +481,7 @@ class STNReproduction(Reproduction):
 
         if "stn" in digits:
             stn_seconds, grid_seconds = mean("stn", "seconds"), mean("grid", "seconds")
+            change = mean("stn", "rate_change_last_quarter")
             parts.append(
                 f"Digits: STN's rates moved from {config.start_rate} to "
                 f"({mean('stn', 'rate_layer1'):.2f}, {mean('stn', 'rate_layer2'):.2f}) on average; "
@@ -485,7 +493,14 @@ class STNReproduction(Reproduction):
                 "shared machine, so wall times are indicative). The "
                 "STN network carries a second weight set per layer (≈2× parameters) and sees the "
                 "validation set through its hyper steps; the grid shares one rate across both "
-                "layers, the random search does not.")
+                "layers, the random search does not."
+                + (f" Over the last quarter of the epochs STN's rates changed by {change:+.3f} "
+                   "on average (0 would mean settled)." if math.isfinite(change) else "")
+                + " The spec's prototype (a separate "
+                "re-implementation, seeds 0-3) measured STN 0.164 against a grid best of 0.206; "
+                "the grid here is stronger and the STN-grid difference stays within its "
+                "seed-to-seed noise. Only the paper's settings with the spec's hyper learning "
+                "rate were run; nothing was tuned per arm or seed.")
         ridge = aggregate.get("ridge", {})
         if "stn" in ridge:
             parts.append(
