@@ -78,11 +78,11 @@ class HAReproConfig(ReproConfig):
 
     @classmethod
     def quick(cls) -> HAReproConfig:
-        return cls(seeds=(0, 1), arms=("erm", "vrex", "hgp", "hutchinson"), hidden=64)
+        return cls(seeds=(0, 1), arms=("erm", "hgp"), hidden=64)
 
     @classmethod
     def full(cls) -> HAReproConfig:
-        return cls(seeds=(0, 1, 2, 3, 4))
+        return cls(seeds=(0, 1, 2, 3, 4), hidden=64)
 
 
 def build_model(in_features: int, hidden: int) -> MLP:
