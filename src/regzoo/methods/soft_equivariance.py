@@ -281,11 +281,20 @@ class TensorRep:
                                          for k, m, _ in self.blocks()])
 
 
+_ORDER_PROJECTORS: dict[tuple[bytes, ...], np.ndarray] = {}
+
+
 def _order_projector(group: MatrixGroup, order_in: int, order_out: int) -> np.ndarray:
-    return equivariant_projector(
-        [tensor_lie(a, order_in) for a in group.lie], [tensor_lie(a, order_out) for a in group.lie],
-        [tensor_power(h, order_in) for h in group.discrete],
-        [tensor_power(h, order_out) for h in group.discrete])
+    """``P^G`` on ``Hom(T_in, T_out)``, cached by the generators' values (one SVD per process)."""
+    key = (bytes([order_in, order_out]), *(m.tobytes() for m in group.lie), b"|",
+           *(m.tobytes() for m in group.discrete))
+    if key not in _ORDER_PROJECTORS:
+        _ORDER_PROJECTORS[key] = equivariant_projector(
+            [tensor_lie(a, order_in) for a in group.lie],
+            [tensor_lie(a, order_out) for a in group.lie],
+            [tensor_power(h, order_in) for h in group.discrete],
+            [tensor_power(h, order_out) for h in group.discrete])
+    return _ORDER_PROJECTORS[key]
 
 
 class TensorLayerProjector(nn.Module):
