@@ -25,12 +25,12 @@ Equations (paper §5 eqs. 9–11; official ``HGP.update`` / ``Hutchinson.update`
   scripts), ``sg`` a stop-gradient (DomainBed code: ``.detach()``; the CMNIST scripts do not
   detach, ``detach_mean=False``). Training loss ``ℓ̄ + P``.
 
-Defaults (``domainbed/hparams_registry.py`` of the official code): HGP ``α = 1e-4``,
-``β = 5e-3``; Hutchinson ``α = 1e-3``, ``β = 5e-3`` and ``S = 300`` probes (hard-coded
-``repeat=300`` in the official ``Hutchinson``). The registry's random-search ranges for
+Defaults (``domainbed/hparams_registry.py`` of the official code): HGP ``α = 1e-4``, ``β = 5e-3``;
+Hutchinson ``α = 1e-3``, ``β = 5e-3`` and ``S = 300`` probes (hard-coded ``repeat=300`` in the
+official ``Hutchinson``; its CMNIST script uses 150). The registry's random-search ranges for
 Hutchinson (``α ∈ 10^U(1,4)``, ``β ∈ 10^U(2,6)``) do not contain these defaults; the documented
-defaults are kept. The CMNIST recipe (``α = β = 1``, sum over domains, no detach, weight 1 for
-190 steps then 91257.19 with the loss divided by it) is :data:`CMNIST_RECIPE` with
+defaults are kept. The CMNIST recipe (``α = β = 1``, sum over domains, no detach, weight 1 for 190
+steps then 91257.19 with the loss divided by it) is :data:`CMNIST_RECIPE` with
 :class:`PenaltySchedule`.
 
 Cost per step beyond ERM: HGP adds, per domain, a create-graph gradient of the head and one
