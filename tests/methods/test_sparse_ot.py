@@ -1,0 +1,354 @@
+"""Sparsity-constrained OT: projection, conjugates, (semi-)dual solver, value gradient, router."""
+
+import contextlib
+import io
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from regzoo.methods.sparse_ot import (
+    SparseMoE,
+    SparseOTRouter,
+    _Problem,
+    delta_omega,
+    projection_sparse_simplex,
+    sparsity_constrained_ot,
+    sparsity_constrained_ot2,
+)
+from regzoo.registry import card
+
+
+def clouds(m: int, n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Uniform marginals and a squared-Euclidean cost between 2-D Gaussian clouds (max 1)."""
+    rng = np.random.default_rng(seed)
+    xs, xt = rng.normal(size=(m, 2)), rng.normal(size=(n, 2)) + 1.0
+    C = ((xs[:, None, :] - xt[None, :, :]) ** 2).sum(-1)
+    return np.full(m, 1.0 / m), np.full(n, 1.0 / n), C / C.max()
+
+
+def simplex_projection(v: np.ndarray, z: float) -> np.ndarray:
+    """Plain Euclidean projection onto z·Δ by bisection on θ (independent of the sort rule)."""
+    lo, hi = v.min() - z, v.max()
+    for _ in range(200):
+        theta = (lo + hi) / 2
+        lo, hi = (theta, hi) if np.maximum(v - theta, 0).sum() > z else (lo, theta)
+    return np.maximum(v - (lo + hi) / 2, 0)
+
+
+# ------------------------------------------------------------------------------ P_k
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("k", [1, 2, 3, 5])
+def test_projection_equals_brute_force_over_all_k_subsets(seed, k):
+    rng = np.random.default_rng(seed)
+    d = 7
+    v = rng.normal(size=d)
+    z = float(rng.uniform(0.5, 2.0))
+    best, best_dist = None, np.inf
+    for subset in itertools.combinations(range(d), k):
+        y = np.zeros(d)
+        y[list(subset)] = simplex_projection(v[list(subset)], z)
+        dist = ((y - v) ** 2).sum()
+        if dist < best_dist:
+            best, best_dist = y, dist
+    got = projection_sparse_simplex(v, k, z)
+    assert ((got - v) ** 2).sum() == pytest.approx(best_dist, abs=1e-10)
+    np.testing.assert_allclose(got, best, atol=1e-8)
+
+
+def test_projection_is_k_sparse_nonnegative_with_mass_z_along_dim_per_slice():
+    V = torch.randn(6, 9, 4, dtype=torch.float64)
+    z = torch.rand(6, 4, dtype=torch.float64) + 0.1
+    P = projection_sparse_simplex(V, 3, z, dim=1)
+    assert isinstance(P, torch.Tensor) and P.shape == V.shape
+    assert (P >= 0).all() and ((P > 0).sum(1) <= 3).all()
+    torch.testing.assert_close(P.sum(1), z)
+    Vn = V.numpy()
+    np.testing.assert_allclose(projection_sparse_simplex(Vn[:, :, 0], 3, 1.0, dim=0),
+                               projection_sparse_simplex(Vn[:, :, 0].T, 3, 1.0, dim=1).T)
+
+
+def test_projection_matches_pot():
+    ot_utils = pytest.importorskip("ot.utils")
+    V = np.random.default_rng(0).normal(size=(12, 5))
+    z = np.array([1.0, 0.5, 2.0, 1.0, 0.3])
+    np.testing.assert_allclose(projection_sparse_simplex(V, 4, z, dim=0),
+                               ot_utils.projection_sparse_simplex(V, 4, z, axis=0), atol=1e-12)
+
+
+# ------------------------------------------------------------------ δ_Ω and objectives
+
+
+def test_delta_omega_value_and_gradient_match_finite_differences():
+    rng = np.random.default_rng(1)
+    for k in (1, 2, 4, 8):
+        s = rng.normal(size=8)  # distinct entries almost surely: away from ties
+        value, grad = delta_omega(s, k, 0.7)
+        top = np.sort(s)[::-1][:k]
+        assert value == pytest.approx((np.maximum(top, 0) ** 2).sum() / 1.4)
+        h = 1e-6
+        fd = [(delta_omega(s + h * e, k, 0.7)[0] - delta_omega(s - h * e, k, 0.7)[0]) / (2 * h)
+              for e in np.eye(8)]
+        np.testing.assert_allclose(grad, fd, atol=1e-6)
+
+
+def test_fenchel_young_inequality_with_equality_at_the_gradient():
+    rng = np.random.default_rng(2)
+    gamma, k, d = 0.5, 3, 10
+    for _ in range(50):
+        s = rng.normal(size=d)
+        value, grad = delta_omega(s, k, gamma)
+        t = np.zeros(d)
+        t[rng.choice(d, k, replace=False)] = rng.uniform(0, 3, size=k)
+        assert value >= s @ t - 0.5 * gamma * t @ t - 1e-12
+        assert value == pytest.approx(s @ grad - 0.5 * gamma * grad @ grad, abs=1e-12)
+        assert (grad > 0).sum() <= k
+
+
+@pytest.mark.parametrize("formulation", ["semi_dual", "dual"])
+def test_objective_gradients_match_finite_differences(formulation):
+    a, b, C = clouds(6, 5, 3)
+    problem = _Problem(torch.tensor(a)[None], torch.tensor(b)[None],
+                       torch.tensor(C).T.contiguous()[None], 2, 0.3)
+    fun = problem.semi_dual if formulation == "semi_dual" else problem.dual
+    size = 6 if formulation == "semi_dual" else 11
+    x = torch.tensor(np.random.default_rng(4).normal(scale=0.3, size=(1, size)))
+    grad = fun(x).grad[0]
+    h = 1e-7
+    for i in range(size):
+        e = torch.zeros_like(x)
+        e[0, i] = h
+        fd = (fun(x + e).value - fun(x - e).value) / (2 * h)
+        assert float(fd) == pytest.approx(float(grad[i]), abs=1e-6)
+
+
+def test_weak_duality_dual_value_below_any_feasible_k_sparse_primal():
+    ot = pytest.importorskip("ot")
+    a, b, C = clouds(8, 8, 5)
+    T = ot.emd(a, b, C)  # a permutation / 8: one nonzero per column, feasible for every k
+    gamma = 0.5
+    primal = (T * C).sum() + 0.5 * gamma * (T * T).sum()
+    problem = _Problem(torch.tensor(a)[None], torch.tensor(b)[None],
+                       torch.tensor(C).T.contiguous()[None], 1, gamma)
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        x = torch.tensor(rng.normal(scale=0.5, size=(1, 16)))
+        assert float(problem.dual(x).value) <= primal + 1e-12
+        assert float(problem.semi_dual(x[:, :8]).value) <= primal + 1e-12
+    _, result = sparsity_constrained_ot(a, b, C, 1, gamma, log=True)
+    assert result.objective <= primal + 1e-12
+
+
+# ------------------------------------------------------------------------- the solver
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 7])
+def test_semi_dual_plan_columns_sum_to_b_and_hold_at_most_k_nonzeros(k):
+    a, _, C = clouds(30, 12, k)
+    b = np.random.default_rng(k).uniform(0.5, 1.5, size=12)
+    b /= b.sum()
+    T, result = sparsity_constrained_ot(a, b, C, k, 1.0, log=True)
+    np.testing.assert_allclose(T.sum(0), b, atol=1e-12)
+    assert (T >= 0).all() and ((T > 0).sum(0) <= k).all()
+    assert result.max_nnz_per_column <= k and result.col_error < 1e-12
+
+
+def test_large_k_equals_quadratic_ot():
+    a, b, C = clouds(40, 30, 6)
+    T_quad = sparsity_constrained_ot(a, b, C, None, 1.0, tol=1e-13)
+    natural = int((T_quad > 0).sum(0).max())
+    assert natural < 40
+    for k in (natural, natural + 3, 40, 100):
+        T = sparsity_constrained_ot(a, b, C, k, 1.0, tol=1e-13)
+        np.testing.assert_allclose(T, T_quad, atol=1e-8)
+    # Quadratic-OT optimality: every column is b_j · Proj_Δ((α − c_j)/(γ b_j)).
+    _, result = sparsity_constrained_ot(a, b, C, None, 1.0, tol=1e-13, log=True)
+    for j in range(30):
+        col = b[j] * simplex_projection((result.alpha - C[:, j]) / b[j], 1.0)
+        np.testing.assert_allclose(T_quad[:, j], col, atol=1e-9)
+    assert result.row_error < 1e-3
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_k1_with_small_gamma_matches_emd_cost(seed):
+    ot = pytest.importorskip("ot")
+    a, b, C = clouds(20, 20, seed)
+    emd = (ot.emd(a, b, C) * C).sum()
+    T, result = sparsity_constrained_ot(a, b, C, 1, 0.01, log=True)
+    assert abs((T * C).sum() - emd) <= 1e-3
+    assert result.max_nnz_per_column == 1
+
+
+@pytest.mark.parametrize("formulation", ["semi_dual", "dual"])
+def test_agrees_with_pots_sparsity_constrained_plan(formulation):
+    smooth = pytest.importorskip("ot.smooth")
+    a, b, C = clouds(60, 60, 7)
+    solve = smooth.smooth_ot_semi_dual if formulation == "semi_dual" else smooth.smooth_ot_dual
+    with contextlib.redirect_stdout(io.StringIO()):  # POT 0.9.7 prints inside its projection
+        P = solve(a, b, C, 1.0, reg_type="sparsity_constrained", max_nz=10)
+    T = sparsity_constrained_ot(a, b, C, 10, 1.0, formulation=formulation)
+    assert np.abs(T - P).max() <= 2e-2 * P.max()
+    assert (T * C).sum() == pytest.approx((P * C).sum(), rel=1e-3)
+    assert (T > 0).sum(0).max() == (P > 0).sum(0).max() == 10
+
+
+def test_semi_dual_bounds_the_dual_pointwise_and_equals_it_without_the_cap():
+    # ψ_j(s) ≤ δ_Ω(s + β_j) − β_j b_j for every β_j (Lagrangian relaxation of the column mass),
+    # so D(α, β) ≤ S(α); with no cap Ω is convex and both optima equal the quadratic-OT value.
+    a, b, C = clouds(25, 20, 8)
+    problem = _Problem(torch.tensor(a)[None], torch.tensor(b)[None],
+                       torch.tensor(C).T.contiguous()[None], 3, 0.5)
+    rng = np.random.default_rng(3)
+    for _ in range(30):
+        x = torch.tensor(rng.normal(scale=0.2, size=(1, 45)))
+        assert float(problem.dual(x).value) <= float(problem.semi_dual(x[:, :25]).value) + 1e-12
+    _, semi = sparsity_constrained_ot(a, b, C, None, 0.5, tol=1e-13, log=True)
+    _, dual = sparsity_constrained_ot(a, b, C, None, 0.5, formulation="dual", tol=1e-13,
+                                      log=True)
+    assert semi.objective == pytest.approx(dual.objective, rel=1e-7)
+
+
+def test_batched_solve_equals_one_problem_at_a_time_and_keeps_torch_type():
+    problems = [clouds(15, 10, s) for s in range(3)]
+    a = torch.tensor(np.stack([p[0] for p in problems]))
+    b = torch.tensor(np.stack([p[1] for p in problems]))
+    C = torch.tensor(np.stack([p[2] for p in problems]))
+    T, result = sparsity_constrained_ot(a, b, C, 2, 1.0, log=True)
+    assert isinstance(T, torch.Tensor) and T.shape == (3, 15, 10)
+    assert result.row_error.shape == (3,)
+    for i, (ai, bi, Ci) in enumerate(problems):
+        single = sparsity_constrained_ot(ai, bi, Ci, 2, 1.0)
+        assert isinstance(single, np.ndarray)
+        np.testing.assert_allclose(T[i].numpy(), single, atol=1e-7)
+
+
+def test_float32_torch_input_gives_float32_plan_with_the_cap():
+    a, b, C = clouds(30, 30, 9)
+    T = sparsity_constrained_ot(torch.tensor(a, dtype=torch.float32),
+                                torch.tensor(b, dtype=torch.float32),
+                                torch.tensor(C, dtype=torch.float32), 4, 1.0, tol=1e-6)
+    assert T.dtype == torch.float32
+    assert ((T > 0).sum(0) <= 4).all()
+    torch.testing.assert_close(T.sum(0), torch.tensor(b, dtype=torch.float32))
+
+
+def test_caller_arrays_are_not_modified():
+    a, b, C = clouds(10, 10, 10)
+    copies = (a.copy(), b.copy(), C.copy())
+    sparsity_constrained_ot(a, b, C, 2, 1.0, formulation="dual")
+    for before, after in zip(copies, (a, b, C), strict=True):
+        np.testing.assert_array_equal(before, after)
+
+
+# ------------------------------------------------------------------ value and gradient
+
+
+@pytest.mark.parametrize("formulation", ["semi_dual", "dual"])
+def test_value_gradient_in_M_is_the_plan_and_matches_finite_differences(formulation):
+    a, b, C = clouds(12, 10, 11)
+    M = torch.tensor(C, requires_grad=True)
+    opts = {"formulation": formulation, "tol": 1e-14, "max_iter": 5000}
+    value = sparsity_constrained_ot2(torch.tensor(a), torch.tensor(b), M, 3, 0.5, **opts)
+    value.backward()
+    T = sparsity_constrained_ot(a, b, C, 3, 0.5, **opts)
+    np.testing.assert_allclose(M.grad.numpy(), T, atol=1e-9)
+    h = 1e-5
+    for i, j in [(0, 0), (3, 4), (7, 2), (11, 9), (5, 5)]:
+        E = np.zeros_like(C)
+        E[i, j] = h
+        fd = (sparsity_constrained_ot2(a, b, C + E, 3, 0.5, **opts)
+              - sparsity_constrained_ot2(a, b, C - E, 3, 0.5, **opts)) / (2 * h)
+        assert fd == pytest.approx(float(M.grad[i, j]), abs=5e-4)
+
+
+def test_value_equals_primal_cost_plus_regulariser_when_the_plan_is_feasible():
+    a, b, C = clouds(30, 30, 12)
+    T, result = sparsity_constrained_ot(a, b, C, None, 1.0, log=True)
+    value = sparsity_constrained_ot2(a, b, C, None, 1.0)
+    assert isinstance(value, float)
+    assert value == pytest.approx(result.objective, rel=1e-12)
+    assert value == pytest.approx((T * C).sum() + 0.5 * (T * T).sum(), rel=1e-4)
+
+
+# ---------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "match"),
+    [
+        ({"a": np.array([0.6, -0.1, 0.5])}, ValueError, "a has negative"),
+        ({"b": np.array([0.5, 0.6, 0.2])}, ValueError, "b must sum to 1"),
+        ({"k": 0}, ValueError, "k must be >= 1"),
+        ({"k": 2.5}, TypeError, "k must be an int"),
+        ({"gamma": 0.0}, ValueError, "gamma must lie in"),
+        ({"gamma": -1.0}, ValueError, "gamma must lie in"),
+        ({"M": np.ones((3, 4)) / 12}, ValueError, "shape mismatch"),
+        ({"M": np.array([[0.0, 1, 1], [1, np.nan, 1], [1, 1, 0]])}, ValueError, "M contains NaN"),
+        ({"formulation": "primal"}, ValueError, "formulation must be one of"),
+        ({"max_iter": 0}, ValueError, "max_iter must be >= 1"),
+        ({"a": [0.3, 0.3, 0.4]}, TypeError, "a must be a numpy array"),
+    ],
+)
+def test_bad_input_raises_a_clear_error(change, error, match):
+    args = {"a": np.full(3, 1 / 3), "b": np.full(3, 1 / 3), "M": 1 - np.eye(3), "k": 1,
+            "gamma": 1.0}
+    args.update(change)
+    with pytest.raises(error, match=match):
+        sparsity_constrained_ot(**args)
+
+
+def test_projection_rejects_bad_k_and_negative_z():
+    with pytest.raises(ValueError, match="k must be >= 1"):
+        projection_sparse_simplex(np.ones(3), 0)
+    with pytest.raises(ValueError, match="z must lie in"):
+        projection_sparse_simplex(np.ones(3), 1, z=-1.0)
+
+
+# ----------------------------------------------------------------------------- router
+
+
+@pytest.mark.parametrize("routing", ["sparse_ot", "top1", "sinkhorn"])
+def test_router_never_exceeds_capacity_and_trains_the_gate(routing):
+    torch.manual_seed(0)
+    router = SparseOTRouter(6, 4, capacity=5, routing=routing)
+    x = torch.randn(3, 20, 6)
+    routing_out = router(x)
+    assert routing_out.dispatch.shape == (3, 20, 4)
+    assert (routing_out.dispatch.sum(1) <= 5).all()
+    if routing != "sparse_ot":
+        assert (routing_out.dispatch.sum(-1) <= 1).all()
+    assert ((routing_out.combine > 0) <= routing_out.dispatch).all()
+    routing_out.combine.sum().backward()
+    assert router.gate.weight.grad is not None and router.gate.weight.grad.abs().sum() > 0
+
+
+def test_sparse_ot_router_with_exact_capacity_fills_every_expert():
+    torch.manual_seed(1)
+    router = SparseOTRouter(5, 4, routing="sparse_ot")  # capacity ⌈N/E⌉ = 8
+    routing = router(torch.randn(32, 5))
+    assert routing.dispatch.shape == (32, 4)
+    assert (routing.dispatch.sum(0) <= 8).all()
+    assert routing.dispatch.sum() >= 28  # nearly every token served (the relaxation may drop few)
+
+
+def test_sparse_moe_gives_dropped_tokens_zero_output():
+    torch.manual_seed(2)
+    router = SparseOTRouter(4, 2, capacity=1, routing="top1")
+    moe = SparseMoE(router, [torch.nn.Linear(4, 3) for _ in range(2)])
+    out, routing = moe(torch.randn(1, 6, 4))
+    assert out.shape == (1, 6, 3)
+    dropped = ~routing.dispatch.any(-1)
+    assert dropped.sum() >= 4 and (out[dropped] == 0).all()
+    with pytest.raises(ValueError, match="expert modules"):
+        SparseMoE(router, [torch.nn.Linear(4, 3)])
+    with pytest.raises(ValueError, match="routing must be one of"):
+        SparseOTRouter(4, 2, routing="topk")
+
+
+def test_registered_as_an_estimator():
+    method = card("sparse_ot")
+    assert method.obj is sparsity_constrained_ot and method.kind == "estimator"
+    assert {d.name for d in method.defaults} >= {"gamma", "tol", "max_iter"}
