@@ -283,7 +283,20 @@ class CoLiDEReproduction(Reproduction):
             scale.append(f"{self.arm_labels[arm]} "
                          + "/".join("–" if v is None else f"{v:.1f}" for v in values))
         spread = aggregate.get(NOISE_SCALE, {})
-        return (
+        effects = list(claim["observed"]["per_seed"].values())
+        mean, se = claim["observed"]["mean_effect"], claim["observed"]["se"]
+        side = "lower" if mean > 0 else "higher"
+        headline = (
+            f"CoLiDE-NV's SHD is {side} than DAGMA's by {abs(mean):.1f}"
+            + ("" if se is None or se != se else f" ± {se:.1f}")
+            + f" on average, lower on {sum(e > 0 for e in effects)} of {len(effects)} seeds. "
+            "The spec's research with the official code at d ≤ 50 saw CoLiDE on par with "
+            "DAGMA and CoLiDE-NV the least accurate variant; the paper's margins are reported "
+            "to grow with d (up to 200 nodes), beyond this CPU budget. Fit times were measured "
+            "while other jobs loaded the machine unevenly: compare the fixed-budget step-time "
+            "ratios below, not the fit_seconds column. "
+        )
+        return headline + (
             f"Heteroscedastic ER{config.het_degree}, d = {config.het_d} (mean ± SE over "
             f"{len(config.seeds)} seeds): {rows}. Mean SHD at σ² = "
             + "/".join(f"{v:g}" for v in config.scale_vars) + " (d = "
