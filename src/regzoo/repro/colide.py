@@ -42,6 +42,8 @@ from regzoo.repro.protocol import Claim, Reproduction, Unit, UnitEnv, UnitResult
 
 ARMS = ("colide_nv", "colide_ev", "dagma", "dagma_colide_path")
 NOISE_SCALE = "noise_scale"
+_BAR_COLOURS = {"colide_ev": "C0", "dagma": "C1", "dagma_colide_path": "C2", "colide_nv": "C3"}
+"""The line colours of the noise-scale rows (display order), so both rows read alike."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -227,7 +229,7 @@ class CoLiDEReproduction(Reproduction):
         means = [arms[a]["shd"]["mean"] for a in names]
         errors = [arms[a]["shd"]["se"] for a in names]
         ax.bar(range(len(names)), means, yerr=[0.0 if e is None or e != e else e for e in errors],
-               color=["C2", "C0", "C1", "C3"][: len(names)], capsize=4)
+               color=[_BAR_COLOURS[a] for a in names], capsize=4)
         short = {"dagma_colide_path": "DAGMA\n(CoLiDE path)"}
         ax.set_xticks(range(len(names)), [short.get(a, self.arm_labels[a]) for a in names],
                       fontsize=8)
