@@ -3,30 +3,42 @@
 **Tier A, ``inertia``** — the paper's modified-inertia regression (official ``ModifiedInertia``):
 ``k = 5`` masses, target ``I + 0.3 (I e_z) e_zᵀ``, exactly O(2)_z-equivariant, approximately
 O(3)-equivariant, O(2)_x and O(2)_y broken. Candidate types, in the paper's order:
-(O(3), O(2)_z, O(2)_x, O(2)_y) (official ``o3subgroupsoftemlp``). Network: a small
-EMLP-like net on tensor representations (input ``5 T0 ⊕ 5 T1``; three hidden blocks of
-``16 T0 ⊕ 8 T1 ⊕ 8 T2`` plus one gate scalar per non-scalar channel; output ``T2``). Each block is
-``Linear`` (regularised, not projected) → parameter-light O(3)-equivariant bilinear products
-(outer products ``v vᵀ`` into T2, ``M v`` into T1, dot products into T0, added to the linear
-output as in EMLP's ``BiLinear`` residual) → gated nonlinearity (swish on scalars, each T1/T2
-channel times the sigmoid of its gate). Since the bilinear and gate parts are equivariant for
-all of O(3), projecting the linear layers makes the whole network exactly equivariant.
-Arms: ``mlp`` (plain MLP 20-128-128-128-9, swish, the paper's MLP baseline), ``unreg`` (the same
-tensor network with λ = 0), ``emlp_o3`` and ``emlp_o2z`` (linear layers constrained to the
-O(3)/O(2)_z-equivariant subspace: the λ → ∞ limit, EMLP), ``per_fixed`` (official initial
-strengths λ = (0, 100, 100, 100), never adjusted), ``per_auto`` (the same, rescaled once at
-``adjust_at`` with power 2: paper §4.2). Training (official inertia settings where they fit):
-Adam lr 1e-3, L2 2e-4 on all parameters, batch 512 of N = 1024, the strength adjustment at a
-quarter of the epochs (official 2000 of 8000), the validation-best test MSE after twice
-``adjust_at`` (official early-stopping window); fewer epochs than the official 8000 (CPU).
+(O(3), O(2)_z, O(2)_x, O(2)_y) (official ``o3subgroupsoftemlp``). Inputs are lifted to
+per-particle features ``(m_i, |r_i|², r_i, r_i r_iᵀ)`` (``10 T0 ⊕ 5 T1 ⊕ 5 T2``, all arms; spec
+§5 allows precomputed ``r_i r_iᵀ`` in place of EMLP's wide bilinear layers). Network: a small
+EMLP-like net on tensor representations: three hidden blocks of ``16 T0 ⊕ 8 T1 ⊕ 8 T2`` plus
+one gate scalar per non-scalar channel, output ``T2``. Each block is ``Linear`` (regularised,
+not projected) → parameter-light O(3)-equivariant bilinear products (:class:`TensorBlock`,
+added to the linear output as in EMLP's ``BiLinear`` residual) → gated nonlinearity (swish on
+scalars, each T1/T2 channel times the sigmoid of its gate). Since the bilinear and gate parts
+are equivariant for all of O(3), projecting the linear layers makes the whole network exactly
+equivariant. Arms (default): ``mlp`` (plain MLP 70-128-128-128-9, swish, the paper's MLP
+baseline), ``emlp_o3`` (linear layers constrained to the O(3)-equivariant subspace: the
+λ → ∞ limit, EMLP with the misspecified group), ``per_fixed`` (official initial strengths
+λ = (0, 100, 100, 100), never adjusted), ``per_auto`` (the same, rescaled once at ``adjust_at``
+with power 2: paper §4.2); optional (``--set arms_a=...``): ``unreg`` (tensor net, λ = 0) and
+``emlp_o2z`` (hard O(2)_z, the correct group). Training: Adam, L2 2e-4 on all parameters
+(official), full batch on N = 256 (the spec's small size; the paper's 1024 was 4× too slow
+here), 600 epochs with the strength adjustment at epoch 300 (official default 2000 of 8000,
+official sweep 1000–7000 of 8000; at epoch 150 the recorded penalties still reflected the
+random initialisation, not the data: λ gap −0.19 decades on tuning seed 0, +0.44 at 300),
+window 100 and warm-up 50 as official, lr 3e-3 (official 1e-3, swept 5e-4–2e-3: with 13× fewer
+epochs the tensor net had not left the mean predictor at 1e-3; 1e-2 diverged), test MSE at
+the validation-best epoch after ``2 · adjust_at`` (official early-stopping rule; here the last
+epoch). Learning rates and ``adjust_at`` were chosen on seed 0, which the committed run
+(seeds 1–5) does not use.
 
 **Tier B, ``digits_d4``** — a finite-group variant (spec §5): sklearn digits (8×8), D4 acting by
 pixel permutation, hidden layers = copies of the regular representation (ReLU is then
 equivariant), projectors by Reynolds averaging. Candidate types: C4 rotations, horizontal flip
-(mirror left-right), vertical flip. Target built from two random teacher MLPs ``s``, ``t``
-(drawn by the seed): ``y = mean_{g ∈ D4} s(g x) + γ · mean_{g ∈ {e, h}} t(g x)`` with
-``γ = 0.3``: exactly h-flip invariant; C4 and v-flip broken by the ``γ`` term. Arms ``mlp``
-(same net, λ = 0), ``per_fixed`` (λ = 1 for every type), ``per_auto``; 200 training images.
+(mirror left-right), vertical flip. Target built from a random teacher MLP ``s``
+(drawn by the seed): ``y = s(x) + s(h x)``: exactly h-flip invariant, C4 and v-flip broken.
+Each image is shown under a random D4 element, so the input distribution is D4-invariant and
+only the target singles out the flip (as the Gaussian inputs of the inertia task are
+O(3)-invariant). Arms ``mlp`` (same net, λ = 0), ``per_fixed`` (λ = 1 for every type),
+``per_auto``; 200 training images, the other 1597 for testing; full batch, Adam lr 1e-2 (at
+1e-3 the initial weights' off-subspace parts had not decayed by the adjustment and λ_vflip
+stayed at 0.99, seed 0), L2 1e-4, 400 epochs, adjustment at 110.
 """
 
 from __future__ import annotations
@@ -74,7 +86,7 @@ class SoftEquivarianceConfig(ReproConfig):
     n_test: int = 2000
     noise: float = 0.3
     epochs: int = 600
-    adjust_at: int = 150
+    adjust_at: int = 300
     batch_size: int = 256
     lr: float = 3e-3
     weight_decay: float = 2e-4
@@ -92,8 +104,7 @@ class SoftEquivarianceConfig(ReproConfig):
     b_adjust_at: int = 110
     b_copies: int = 8
     b_strength: float = 1.0
-    b_gamma: float = 0.3
-    b_lr: float = 1e-3
+    b_lr: float = 1e-2
     b_weight_decay: float = 1e-4
 
     positive_fields = ("epochs", "batch_size", "lr", "n_train", "n_val", "n_test",
@@ -124,11 +135,11 @@ class SoftEquivarianceConfig(ReproConfig):
 
     @classmethod
     def quick(cls) -> SoftEquivarianceConfig:
-        return cls(seeds=(0, 1, 2), epochs=400, adjust_at=120, b_epochs=400, b_adjust_at=120)
+        return cls(seeds=(1, 2, 3), epochs=400, adjust_at=200, b_epochs=400, b_adjust_at=110)
 
     @classmethod
     def full(cls) -> SoftEquivarianceConfig:
-        return cls(seeds=(0, 1, 2, 3, 4))
+        return cls(seeds=(1, 2, 3, 4, 5))
 
 
 # --------------------------------------------------------------------------------------------
@@ -384,21 +395,17 @@ def d4_apply(x: torch.Tensor, perm: np.ndarray) -> torch.Tensor:
     return out
 
 
-def digits_target(x: torch.Tensor, seed: int, gamma: float) -> torch.Tensor:
-    """``mean_{D4} s(g x) + γ mean_{e, h-flip} t(g x)`` with random tanh teachers ``s, t``."""
+def digits_target(x: torch.Tensor, seed: int) -> torch.Tensor:
+    """``s(x) + s(h x)`` for a random tanh teacher ``s`` (drawn by ``seed``), ``h`` = h-flip.
+
+    Exactly invariant under the horizontal flip, not under C4 rotations or the vertical flip.
+    """
     gen = torch.Generator().manual_seed(7919 * (seed + 1))
-    w = [torch.randn(64, 32, generator=gen) / 2.0 for _ in range(2)]
-    v = [torch.randn(32, generator=gen) / math.sqrt(32) for _ in range(2)]
+    w = torch.randn(64, 32, generator=gen) / 2.0
+    v = torch.randn(32, generator=gen) / math.sqrt(32)
     xc = x - x.mean()
-
-    def teacher(i: int, z: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(z @ w[i]) @ v[i]
-
-    gens = d4_pixel_generators()
-    elements = _d4_elements(gens)
-    sym = torch.stack([teacher(0, d4_apply(xc, e)) for e in elements]).mean(0)
-    flip = 0.5 * (teacher(1, xc) + teacher(1, d4_apply(xc, gens["hflip"])))
-    return sym + gamma * flip
+    flip = d4_pixel_generators()["hflip"]
+    return torch.tanh(xc @ w) @ v + torch.tanh(d4_apply(xc, flip) @ w) @ v
 
 
 def d4_net(copies: int) -> nn.Sequential:
@@ -437,7 +444,7 @@ def run_digits(config: SoftEquivarianceConfig, arm: str, seed: int) -> UnitResul
                          generator=torch.Generator().manual_seed(10_000 + seed))
     images = torch.stack([d4_apply(img[None], elements[int(i)])[0]
                           for img, i in zip(images, pick)])
-    y_all = digits_target(images, seed, config.b_gamma)
+    y_all = digits_target(images, seed)
     y_all = (y_all - y_all.mean()) / y_all.std()
     order = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(seed))
     tr, te = order[:config.b_train], order[config.b_train:]
@@ -579,9 +586,11 @@ class SoftEquivarianceReproduction(Reproduction):
             if lams:
                 parts.append(f"Auto-tuned strengths after the rescaling (means): {lams}.")
         parts.append("Network, epochs and data sizes are far below the paper's (8000 epochs, "
-                     "EMLP bilinear layers, ch 128); only relative effects are checked. O(3) "
-                     "starts at λ = 0 (official default: the largest group is not regularised), "
-                     "so its discovered λ is 0 by construction.")
+                     "EMLP bilinear layers, ch 128, N 1024); only relative effects are checked. "
+                     "O(3) starts at λ = 0 (official default: the largest group is not "
+                     "regularised), so its discovered λ is 0 by construction. Learning rates and "
+                     "adjust_at were chosen on seed 0 (see the module docstring); the committed "
+                     "run uses seeds 1–5.")
         return " ".join(parts)
 
 
