@@ -225,20 +225,20 @@ def _lbfgs_maximise(objective: Any, x0: torch.Tensor, max_iter: int, tol: float,
                     record: bool) -> _LBFGSOutcome:
     """Batched L-BFGS on −objective, one history and one step size per problem.
 
-    Two-loop recursion with memory :data:`_MEMORY` and initial scaling sᵀy/yᵀy of the latest
-    accepted pair; pairs with sᵀy ≤ 1e-10·‖s‖‖y‖ are skipped (the objective is only piecewise
-    smooth). Backtracking Armijo line search from step 1 (from 1/‖∇‖₁ at the first iteration
-    or after a reset). A problem stops when ‖∇‖_∞ ≤ tol or (f_old − f_new) ≤ tol·max(|f_old|,
-    |f_new|, 1) — scipy L-BFGS-B's pgtol and factr rules with ``tol`` for both — or when its
-    line search fails; stopped problems are frozen while the others go on.
+    Compact (Byrd–Nocedal–Schnabel) product with memory :data:`_MEMORY` and initial scaling
+    sᵀy/yᵀy of the latest accepted pair; pairs with sᵀy ≤ 1e-10·‖s‖‖y‖ are skipped (the
+    objective is only piecewise smooth). Backtracking Armijo line search from step 1 (from
+    1/‖∇‖₁ at the first iteration or after a reset). A problem stops when ‖∇‖_∞ ≤ tol or
+    (f_old − f_new) ≤ tol·max(|f_old|, |f_new|, 1) — scipy L-BFGS-B's pgtol and factr rules
+    with ``tol`` for both — or when its line search fails; stopped problems are frozen while
+    the others go on.
     """
     B, d = x0.shape
     x = x0.clone()
     ev = objective(x)
     f, g = -ev.value, -ev.grad
     S = x.new_zeros(B, _MEMORY, d)
-    Y = x.new_zeros(B, _MEMORY, d)
-    rho = x.new_zeros(B, _MEMORY)  # 0 marks an empty or skipped slot
+    Y = x.new_zeros(B, _MEMORY, d)  # an all-zero pair marks an empty or skipped slot
     scale = x.new_ones(B)
     fresh = torch.ones(B, dtype=torch.bool, device=x.device)
     active = g.abs().amax(-1) > tol
@@ -248,22 +248,12 @@ def _lbfgs_maximise(objective: Any, x0: torch.Tensor, max_iter: int, tol: float,
     for it in range(max_iter):
         if not bool(active.any()):
             break
-        # Two-loop recursion, newest pair first (slot (it − 1) mod M is the newest).
-        q = g.clone()
-        coef = x.new_zeros(B, _MEMORY)
-        order = [(it - 1 - j) % _MEMORY for j in range(_MEMORY)]
-        for i in order:
-            coef[:, i] = rho[:, i] * (S[:, i] * q).sum(-1)
-            q -= coef[:, i, None] * Y[:, i]
-        r = scale[:, None] * q
-        for i in reversed(order):
-            beta = rho[:, i] * (Y[:, i] * r).sum(-1)
-            r += (coef[:, i] - beta)[:, None] * S[:, i]
-        direction = -r
+        direction = -_inverse_hessian_times(g, S, Y, scale, it)
         slope = (g * direction).sum(-1)
         bad = slope >= 0  # not a descent direction: drop the history of that problem
         if bool(bad.any()):
-            rho[bad] = 0
+            S[bad] = 0
+            Y[bad] = 0
             scale[bad] = 1
             fresh |= bad
             direction = torch.where(bad[:, None], -g, direction)
@@ -292,10 +282,9 @@ def _lbfgs_maximise(objective: Any, x0: torch.Tensor, max_iter: int, tol: float,
         sy = (s_vec * y_vec).sum(-1)
         keep = moved & (sy > 1e-10 * s_vec.norm(dim=-1) * y_vec.norm(dim=-1))
         slot = it % _MEMORY
-        S[:, slot] = torch.where(keep[:, None], s_vec, S[:, slot])
-        Y[:, slot] = torch.where(keep[:, None], y_vec, Y[:, slot])
-        # A pair that is not kept empties its slot: no stale pair survives in the recursion.
-        rho[:, slot] = torch.where(keep, 1.0 / sy.clamp_min(1e-300), torch.zeros_like(sy))
+        # A pair that is not kept empties its slot: no stale pair survives in the product.
+        S[:, slot] = torch.where(keep[:, None], s_vec, 0.0)
+        Y[:, slot] = torch.where(keep[:, None], y_vec, 0.0)
         scale = torch.where(keep, sy / (y_vec * y_vec).sum(-1).clamp_min(1e-300), scale)
         fresh = fresh & ~keep
         decrease = f - f_new
@@ -310,6 +299,31 @@ def _lbfgs_maximise(objective: Any, x0: torch.Tensor, max_iter: int, tol: float,
             history.append({"objective": float(-f.sum()), "grad_inf": float(g.abs().amax()),
                             "active": float(active.sum())})
     return _LBFGSOutcome(x, ev, n_iter, converged, tuple(history))
+
+
+def _inverse_hessian_times(g: torch.Tensor, S: torch.Tensor, Y: torch.Tensor,
+                           scale: torch.Tensor, it: int) -> torch.Tensor:
+    """H g for the L-BFGS inverse Hessian H of stored pairs, in the compact form.
+
+    With pairs (s_i, y_i) oldest first, R = triu(SᵀY), D = diag(SᵀY), γ = ``scale``
+    (Nocedal & Wright, Eq. 7.24): H = γI + [S γY] [[R⁻ᵀ(D + γYᵀY)R⁻¹, −R⁻ᵀ], [−R⁻¹, 0]]
+    [Sᵀ; γYᵀ]. One batched product replaces the two-loop recursion's 4M small operations.
+    Empty slots hold zero pairs and get a unit diagonal in R, so they contribute nothing.
+    """
+    order = [(it + j) % _MEMORY for j in range(_MEMORY)]  # slot ``it`` is the oldest
+    Sc, Yc = S[:, order], Y[:, order]
+    SY = Sc @ Yc.transpose(1, 2)
+    diag = torch.diagonal(SY, dim1=1, dim2=2)
+    empty = diag == 0
+    R = torch.triu(SY) + torch.diag_embed(empty.to(SY.dtype))
+    p = (Sc @ g[..., None])
+    q = (Yc @ g[..., None])
+    gam = scale[:, None, None]
+    a1 = torch.linalg.solve_triangular(R, p, upper=True)
+    inner = diag[..., None] * a1 + gam * (Yc @ (Yc.transpose(1, 2) @ a1)) - gam * q
+    top = torch.linalg.solve_triangular(R.transpose(1, 2), inner, upper=False)
+    return (gam[..., 0] * g + (Sc.transpose(1, 2) @ top)[..., 0]
+            - gam[..., 0] * (Yc.transpose(1, 2) @ a1)[..., 0])
 
 
 def _select(mask: torch.Tensor, new: _Evaluation, old: _Evaluation) -> _Evaluation:
