@@ -193,6 +193,13 @@ class HessianAlignmentReproduction(Reproduction):
                  "curves": {}}
                 for r in records if r["arm"] == best]
 
+    def curve_x(self, config: HAReproConfig, setting: str
+                ) -> tuple[str, Sequence[float] | None, str]:
+        points = [float(s) for s in range(config.eval_every, config.steps + 1, config.eval_every)]
+        if not points or points[-1] != config.steps:
+            points.append(float(config.steps))
+        return "step", points, "linear"
+
     def claim(self, config: HAReproConfig) -> Claim:
         return Claim(
             statement="On digits Colored MNIST, HGP beats ERM by at least 15 points of "
@@ -261,10 +268,14 @@ class HessianAlignmentReproduction(Reproduction):
             best = f" The best baseline by mean test accuracy is {BASELINES[index]}."
         return (f"Test-environment accuracy, mean ± SE over {len(config.seeds)} seeds (h = "
                 f"{config.hidden}, {config.steps} steps, Hutchinson with {config.probes} probes): "
-                f"{listed}.{best} The invariant (shape-only) ceiling is ≈ 0.75 and a colour-only "
-                "classifier gets ≈ 0.10; the paper's MNIST numbers (HGP/Hutchinson ≈ 0.69-0.70, "
-                "ERM ≈ 0.14-0.28) come from 25k images per environment, far more than the 1297 "
-                "per environment here, where the MLP can fit the label noise.")
+                f"{listed}.{best} CORAL (feature moments only) stays on the colour: its train "
+                "accuracy is the colour agreement (≈ 0.85) and its test accuracy the colour-only "
+                "0.10, as DomainBed reports for CORAL on Colored MNIST. The invariant (shape-only) "
+                "ceiling is ≈ 0.75. The paper's MNIST numbers (HGP/Hutchinson ≈ 0.69-0.70, "
+                "Fishr ≈ 0.69, V-REx ≈ 0.67, ERM ≈ 0.14-0.28) come from 25k images per "
+                "environment, far more than the 1297 per environment here, where the MLP can fit "
+                "the label noise; at this scale every alignment method stays below the ceiling "
+                "and the ordering among them is what the secondary claims check.")
 
 
 REPRODUCTION = HessianAlignmentReproduction()
