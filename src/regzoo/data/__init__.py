@@ -1,7 +1,8 @@
 """Embedded and procedural data: nothing is downloaded (design.md §4).
 
 Classification sources (scikit-learn's bundled digits, the offline ``mnist1d`` generator), the
-label-noise models the noisy-label papers use, and batching that yields ``(x, y, index)``.
+label-noise models the noisy-label papers use, batching that yields ``(x, y, index)``, and the
+seeded linear-SEM simulator of the DAG-learning papers.
 """
 
 from regzoo.data.batches import IndexedDataset, TensorBatches
@@ -14,18 +15,23 @@ from regzoo.data.noise import (
     pairflip_noise,
     symmetric_noise,
 )
+from regzoo.data.sem import LinearSEM, count_accuracy, is_dag, simulate_linear_sem
 
 __all__ = [
     "CIFAR10_ASYMMETRIC_MAP",
     "ClassificationData",
     "IndexedDataset",
+    "LinearSEM",
     "NoisyLabels",
     "TensorBatches",
     "asymmetric_noise",
+    "count_accuracy",
+    "is_dag",
     "label_noise",
     "load_digits",
     "load_mnist1d",
     "pairflip_noise",
+    "simulate_linear_sem",
     "standardize",
     "symmetric_noise",
 ]

@@ -144,13 +144,16 @@ class CoLiDEReproduction(Reproduction):
     slug = "colide"
     config_type = CoLiDEReproConfig
     title = "CoLiDE: Concomitant Linear DAG Estimation"
-    plot_curves = (("shd_vs_var", "SHD (x: σ² level, left to right)"),
-                   ("fdr_vs_var", "FDR (x: σ² level)"))
+    plot_curves = (("shd_vs_var", "SHD"), ("fdr_vs_var", "FDR"))
     arm_labels = {"colide_nv": "CoLiDE-NV", "colide_ev": "CoLiDE-EV", "dagma": "DAGMA",
                   "dagma_colide_path": "DAGMA, CoLiDE's path"}
     unit_axes = ("seeds", "het_arms", "scale_arms")
     table_metrics = ("shd", "tpr", "fdr", "nnz", "fit_seconds", "shd_spread")
     extra_row_label = "heteroscedastic: SHD"
+
+    def curve_x(self, config: CoLiDEReproConfig,
+                setting: str) -> tuple[str, Sequence[float] | None, str]:
+        return "noise variance σ²", config.scale_vars, "log"
 
     def units(self, config: CoLiDEReproConfig) -> list[Unit]:
         # The long heteroscedastic fits first, so the short ones fill the processes at the end.
@@ -309,7 +312,11 @@ class CoLiDEReproduction(Reproduction):
             + f". λ was not tuned per arm or setting (CoLiDE {config.lambda_colide:g}, DAGMA "
             f"{config.lambda_dagma:g}). DAGMA's path matters as much as its score: with the "
             "package defaults it is the baseline of the claims; on CoLiDE's shorter-s, "
-            "longer-budget path it is reported as a diagnostic arm only. Cross-check outside "
+            "longer-budget path it is reported as a diagnostic arm only. That choice was made "
+            "after a first full run: with DAGMA on CoLiDE's path as the baseline the headline "
+            "read reproduced (+37.4 ± 11.1 SHD); a cross-check against the spec's official-code "
+            "anchors (official seed 0: DAGMA SHD 24 with its own defaults, 65 on CoLiDE's path) "
+            "showed that configuration is not DAGMA as its authors run it. Cross-check outside "
             "this run: on seeds 0 and 1 of the official CoLiDE simulator (d = 50, ER4, NV) this "
             "implementation gives SHD 15/23 (EV) and 18/37 (NV), the official code 15/23 and "
             "17/37 (spec §3); its iterates match the official code's to 1e-12 on short runs. "
