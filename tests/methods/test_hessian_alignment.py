@@ -187,7 +187,7 @@ def test_penalty_gradient_reaches_the_featurizer_and_matches_finite_differences(
         if detach:  # a stop-gradient holds the averages at the unperturbed point
             g_bar, q_bar = g0.detach(), q0.detach()
         return float(sum((q - q_bar).pow(2).sum() + (g - g_bar).pow(2).sum()
-                         for g, q in zip(flat, stats)) / 3)
+                         for g, q in zip(flat, stats)).detach() / 3)
 
     i, j, eps = 2, 1, 1e-6
     values = []

@@ -67,7 +67,8 @@ class HAReproConfig(ReproConfig):
     n_aug: int = 1
     label_noise: float = 0.25
     eval_every: int = 25
-    positive_fields = ("steps", "lr", "hidden", "probes", "eval_every")
+    timing_repeats: int = 15
+    positive_fields = ("steps", "lr", "hidden", "probes", "eval_every", "timing_repeats")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -77,7 +78,8 @@ class HAReproConfig(ReproConfig):
 
     @classmethod
     def tiny(cls) -> HAReproConfig:
-        return cls(seeds=(0, 1), steps=12, anneal_steps=6, hidden=16, probes=2, eval_every=4)
+        return cls(seeds=(0, 1), steps=12, anneal_steps=6, hidden=16, probes=2, eval_every=4,
+                   timing_repeats=2)
 
     @classmethod
     def quick(cls) -> HAReproConfig:
@@ -245,7 +247,8 @@ class HessianAlignmentReproduction(Reproduction):
                 optimizer.step()
             steps[arm] = step
         # Enough interleaved rounds that a busy shared machine does not decide the medians.
-        seconds = time_steps(steps, repeats=15, inner=3, warmup=2, device=device)
+        seconds = time_steps(steps, repeats=config.timing_repeats, inner=3, warmup=2,
+                             device=device)
         out: dict[str, Any] = {"erm_step_seconds": seconds["erm"], "probes": config.probes}
         out.update({f"{arm}_over_erm": seconds[arm] / seconds["erm"] for arm in seconds
                     if arm != "erm"})
