@@ -450,13 +450,13 @@ class PermutationLayerProjector(nn.Module):
         """``(P_W, P_b)``, sparse float64 (entries ``1/|G|`` summed over the group)."""
         flat = (self.inv_out[:, :, None] * self.n_in + self.inv_in[:, None, :]).reshape(
             self.order, -1)
-        rows = torch.arange(flat.shape[1]).expand_as(flat)
+        rows = torch.arange(flat.shape[1], device=flat.device).expand_as(flat)
         n_w = self.n_out * self.n_in
         weight = torch.sparse_coo_tensor(torch.stack([rows.reshape(-1), flat.reshape(-1)]),
                                          torch.full((flat.numel(),), 1.0 / self.order,
                                                     dtype=torch.float64), (n_w, n_w),
                                          check_invariants=True)
-        brows = torch.arange(self.n_out).expand_as(self.inv_out)
+        brows = torch.arange(self.n_out, device=self.inv_out.device).expand_as(self.inv_out)
         bias = torch.sparse_coo_tensor(torch.stack([brows.reshape(-1), self.inv_out.reshape(-1)]),
                                        torch.full((self.inv_out.numel(),), 1.0 / self.order,
                                                   dtype=torch.float64), (self.n_out, self.n_out),
