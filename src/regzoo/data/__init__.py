@@ -1,12 +1,20 @@
 """Embedded and procedural data: nothing is downloaded (design.md §4).
 
 Classification sources (scikit-learn's bundled digits, the offline ``mnist1d`` generator), the
-label-noise models the noisy-label papers use, batching that yields ``(x, y, index)``, and the
-seeded linear-SEM simulator of the DAG-learning papers.
+label-noise models the noisy-label papers use, batching that yields ``(x, y, index)``, multi-domain
+splits for domain generalization, and the seeded linear-SEM simulator of the DAG papers.
 """
 
 from regzoo.data.batches import IndexedDataset, TensorBatches
 from regzoo.data.classification import ClassificationData, load_digits, load_mnist1d, standardize
+from regzoo.data.domains import (
+    Domain,
+    DomainSuite,
+    digits_cmnist,
+    digits_domains,
+    leave_one_domain_out,
+    training_domain_validation,
+)
 from regzoo.data.noise import (
     CIFAR10_ASYMMETRIC_MAP,
     NoisyLabels,
@@ -20,18 +28,24 @@ from regzoo.data.sem import LinearSEM, count_accuracy, is_dag, simulate_linear_s
 __all__ = [
     "CIFAR10_ASYMMETRIC_MAP",
     "ClassificationData",
+    "Domain",
+    "DomainSuite",
     "IndexedDataset",
     "LinearSEM",
     "NoisyLabels",
     "TensorBatches",
     "asymmetric_noise",
     "count_accuracy",
+    "digits_cmnist",
+    "digits_domains",
     "is_dag",
     "label_noise",
+    "leave_one_domain_out",
     "load_digits",
     "load_mnist1d",
     "pairflip_noise",
     "simulate_linear_sem",
     "standardize",
     "symmetric_noise",
+    "training_domain_validation",
 ]

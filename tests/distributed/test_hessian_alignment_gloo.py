@@ -10,16 +10,10 @@ coupled (a nonlinear function of per-domain batch gradients), as the method's do
 
 from __future__ import annotations
 
-import multiprocessing
-import os
-import socket
-import time
-import traceback
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
+from test_gloo import WORLD, _spawn
 from torch import nn
 
 from regzoo.methods.hessian_alignment import HessianAlignment
@@ -27,7 +21,7 @@ from regzoo.models import MLP
 
 pytestmark = pytest.mark.distributed
 
-WORLD, DOMAINS, B, FEATURES, CLASSES = 2, 3, 4, 5, 3
+DOMAINS, B, FEATURES, CLASSES = 3, 4, 5, 3
 
 
 def _data() -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -65,51 +59,17 @@ def _gradient(model: nn.Module, inner: _Featurizer, shard: int | None, alpha: fl
     return {n: p.grad.clone() for n, p in inner.named_parameters()}
 
 
-def _worker(rank: int, port: int, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank))
-    torch.set_num_threads(1)
-    from regzoo.train import init_distributed
-    from regzoo.train.distributed import wrap_model
+def _rank_gradients(rank: int) -> dict[str, dict[str, torch.Tensor]]:
+    from regzoo.train.distributed import DistributedContext, wrap_model
 
-    try:
-        context = init_distributed("cpu")
-        inner = _Featurizer()
-        model = wrap_model(inner, context)
-        result = {kind: _gradient(model, inner, rank, a, b)
-                  for kind, (a, b) in {"erm": (0.0, 0.0), "hgp": (1.0, 1.0)}.items()}
-        torch.save(result, Path(out) / f"rank{rank}.pt")
-    except BaseException:
-        (Path(out) / f"rank{rank}.err").write_text(traceback.format_exc())
-        raise
-    finally:
-        if torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    inner = _Featurizer()
+    model = wrap_model(inner, DistributedContext(rank, WORLD, rank, torch.device("cpu")))
+    return {kind: _gradient(model, inner, rank, a, b)
+            for kind, (a, b) in {"erm": (0.0, 0.0), "hgp": (1.0, 1.0)}.items()}
 
 
 def test_two_rank_hgp_gradients_are_the_local_estimator_synchronised_exactly(tmp_path):
-    ctx = multiprocessing.get_context("spawn")
-    port = _free_port()
-    procs = [ctx.Process(target=_worker, args=(r, port, str(tmp_path))) for r in range(WORLD)]
-    for p in procs:
-        p.start()
-    deadline = time.monotonic() + 120
-    for p in procs:
-        p.join(max(deadline - time.monotonic(), 0.0))
-    for p in procs:
-        if p.is_alive():
-            p.kill()
-            p.join()
-    errors = "\n".join(f.read_text() for f in sorted(tmp_path.glob("rank*.err")))
-    if any(p.exitcode for p in procs):
-        pytest.fail(f"workers exited with {[p.exitcode for p in procs]}:\n{errors}")
-    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
+    ranks = _spawn(_rank_gradients, tmp_path, timeout=120.0)
 
     inner = _Featurizer()
     full = {kind: _gradient(inner, inner, None, a, b)
