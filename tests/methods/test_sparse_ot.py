@@ -145,12 +145,16 @@ def test_weak_duality_dual_value_below_any_feasible_k_sparse_primal():
 # ------------------------------------------------------------------------- the solver
 
 
+SOLVERS = ["scipy", "torch"]
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
 @pytest.mark.parametrize("k", [1, 2, 3, 7])
-def test_semi_dual_plan_columns_sum_to_b_and_hold_at_most_k_nonzeros(k):
+def test_semi_dual_plan_columns_sum_to_b_and_hold_at_most_k_nonzeros(k, solver):
     a, _, C = clouds(30, 12, k)
     b = np.random.default_rng(k).uniform(0.5, 1.5, size=12)
     b /= b.sum()
-    T, result = sparsity_constrained_ot(a, b, C, k, 1.0, log=True)
+    T, result = sparsity_constrained_ot(a, b, C, k, 1.0, log=True, solver=solver)
     np.testing.assert_allclose(T.sum(0), b, atol=1e-12)
     assert (T >= 0).all() and ((T > 0).sum(0) <= k).all()
     assert result.max_nnz_per_column <= k and result.col_error < 1e-12
@@ -172,24 +176,26 @@ def test_large_k_equals_quadratic_ot():
     assert result.row_error < 1e-3
 
 
+@pytest.mark.parametrize("solver", SOLVERS)
 @pytest.mark.parametrize("seed", range(4))
-def test_k1_with_small_gamma_matches_emd_cost(seed):
+def test_k1_with_small_gamma_matches_emd_cost(seed, solver):
     ot = pytest.importorskip("ot")
     a, b, C = clouds(20, 20, seed)
     emd = (ot.emd(a, b, C) * C).sum()
-    T, result = sparsity_constrained_ot(a, b, C, 1, 0.01, log=True)
+    T, result = sparsity_constrained_ot(a, b, C, 1, 0.01, log=True, solver=solver)
     assert abs((T * C).sum() - emd) <= 1e-3
     assert result.max_nnz_per_column == 1
 
 
+@pytest.mark.parametrize("solver", SOLVERS)
 @pytest.mark.parametrize("formulation", ["semi_dual", "dual"])
-def test_agrees_with_pots_sparsity_constrained_plan(formulation):
+def test_agrees_with_pots_sparsity_constrained_plan(formulation, solver):
     smooth = pytest.importorskip("ot.smooth")
     a, b, C = clouds(60, 60, 7)
     solve = smooth.smooth_ot_semi_dual if formulation == "semi_dual" else smooth.smooth_ot_dual
     with contextlib.redirect_stdout(io.StringIO()):  # POT 0.9.7 prints inside its projection
         P = solve(a, b, C, 1.0, reg_type="sparsity_constrained", max_nz=10)
-    T = sparsity_constrained_ot(a, b, C, 10, 1.0, formulation=formulation)
+    T = sparsity_constrained_ot(a, b, C, 10, 1.0, formulation=formulation, solver=solver)
     assert np.abs(T - P).max() <= 2e-2 * P.max()
     assert (T * C).sum() == pytest.approx((P * C).sum(), rel=1e-3)
     assert (T > 0).sum(0).max() == (P > 0).sum(0).max() == 10
@@ -211,25 +217,28 @@ def test_semi_dual_bounds_the_dual_pointwise_and_equals_it_without_the_cap():
     assert semi.objective == pytest.approx(dual.objective, rel=1e-7)
 
 
-def test_batched_solve_equals_one_problem_at_a_time_and_keeps_torch_type():
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_batched_solve_equals_one_problem_at_a_time_and_keeps_torch_type(solver):
     problems = [clouds(15, 10, s) for s in range(3)]
     a = torch.tensor(np.stack([p[0] for p in problems]))
     b = torch.tensor(np.stack([p[1] for p in problems]))
     C = torch.tensor(np.stack([p[2] for p in problems]))
-    T, result = sparsity_constrained_ot(a, b, C, 2, 1.0, log=True)
+    T, result = sparsity_constrained_ot(a, b, C, 2, 1.0, log=True, solver=solver)
     assert isinstance(T, torch.Tensor) and T.shape == (3, 15, 10)
     assert result.row_error.shape == (3,)
     for i, (ai, bi, Ci) in enumerate(problems):
-        single = sparsity_constrained_ot(ai, bi, Ci, 2, 1.0)
+        single = sparsity_constrained_ot(ai, bi, Ci, 2, 1.0, solver=solver)
         assert isinstance(single, np.ndarray)
         np.testing.assert_allclose(T[i].numpy(), single, atol=1e-7)
 
 
-def test_float32_torch_input_gives_float32_plan_with_the_cap():
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_float32_torch_input_gives_float32_plan_with_the_cap(solver):
     a, b, C = clouds(30, 30, 9)
     T = sparsity_constrained_ot(torch.tensor(a, dtype=torch.float32),
                                 torch.tensor(b, dtype=torch.float32),
-                                torch.tensor(C, dtype=torch.float32), 4, 1.0, tol=1e-6)
+                                torch.tensor(C, dtype=torch.float32), 4, 1.0, tol=1e-6,
+                                solver=solver)
     assert T.dtype == torch.float32
     assert ((T > 0).sum(0) <= 4).all()
     torch.testing.assert_close(T.sum(0), torch.tensor(b, dtype=torch.float32))
@@ -289,6 +298,7 @@ def test_value_equals_primal_cost_plus_regulariser_when_the_plan_is_feasible():
         ({"M": np.array([[0.0, 1, 1], [1, np.nan, 1], [1, 1, 0]])}, ValueError, "M contains NaN"),
         ({"formulation": "primal"}, ValueError, "formulation must be one of"),
         ({"max_iter": 0}, ValueError, "max_iter must be >= 1"),
+        ({"solver": "adam"}, ValueError, "solver must be one of"),
         ({"a": [0.3, 0.3, 0.4]}, TypeError, "a must be a numpy array"),
     ],
 )
@@ -352,3 +362,13 @@ def test_registered_as_an_estimator():
     method = card("sparse_ot")
     assert method.obj is sparsity_constrained_ot and method.kind == "estimator"
     assert {d.name for d in method.defaults} >= {"gamma", "tol", "max_iter"}
+
+
+def test_top_k_index_handles_ties_at_the_threshold():
+    from regzoo.methods.sparse_ot import _top_k_index
+
+    s = np.array([[0.1, 0.5, 0.5, 0.5, 0.2], [0.9, 0.1, 0.3, 0.8, 0.2]])
+    index = _top_k_index(s, 2)
+    assert index.shape == (2, 2)
+    assert set(index[1]) == {0, 3}
+    assert set(index[0]) <= {1, 2, 3} and len(set(index[0])) == 2
