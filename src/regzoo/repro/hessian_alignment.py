@@ -6,14 +6,14 @@ label ``1[digit < 5]`` flipped w.p. 0.25, colour = label flipped w.p. 0.2 / 0.1 
 0.9 (test), 2×8×8 images flattened to 128 features. A model that uses the shape only gets ≈ 0.75
 everywhere; one that follows the colour gets ≈ 0.1 at test.
 
-Protocol (official ``cmnist/cmnist_HGP.py``, itself the IRM/Fishr Colored-MNIST script): MLP 128 → h
-→ h → 1 with h = 64 (official 390 on 25k images per environment; 64 is the spec's advice for 1.3k
-images, to limit memorising the label noise), ReLU, Xavier-uniform weights, zero biases, binary
-logistic loss, full batch, 501 Adam steps (lr 4.8985e-4), ``0.00110794568 Σ‖θ‖²`` added to the loss,
-penalty weight 1 for 190 steps then 91257.19 with the loss divided by it; the test accuracy after
-the last step is the metric (no model selection, as in the official script). Every penalty arm uses
-this schedule, as the Fishr and HGP scripts do (hyper-parameters tuned for IRM, shared by all
-methods).
+Protocol (official ``cmnist/cmnist_HGP.py``, itself the IRM/Fishr Colored-MNIST script):
+MLP 128 → h → h → 1 with h = 64 (official 390 on 25k images per environment; 64 is the spec's
+advice for 1.3k images, to limit memorising the label noise), ReLU, Xavier-uniform weights, zero
+biases, binary logistic loss, full batch, 501 Adam steps (lr 4.8985e-4), ``0.00110794568 Σ‖θ‖²``
+added to the loss, penalty weight 1 for 190 steps then 91257.19 with the loss divided by it; the
+test accuracy after the last step is the metric (no model selection, as in the official script).
+Every penalty arm uses this schedule, as the Fishr and HGP scripts do (hyper-parameters tuned for
+IRM, shared by all methods).
 
 Arms: ``erm`` (no penalty); ``irm`` (IRMv1, mean over domains); ``vrex`` (V-REx, the script's
 ``(ℓ_1 − ℓ_2)²`` = 4 Var); ``coral`` (DomainBed CORAL on the features); ``fishr`` (closed-form

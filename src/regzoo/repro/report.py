@@ -41,11 +41,11 @@ def _claim_lines(claim: Mapping[str, Any], title: str) -> list[str]:
     return [
         f"**{title}.** {claim['statement']}",
         "",
-        f"**Verdict: {VERDICT_MARK[claim['verdict']]}.** Observed {claim['method']} − "
-        f"{claim['baseline']} on `{claim['metric']}` ({claim['setting']}): "
-        f"{_pm({'mean': observed['mean_effect'], 'se': observed['se']})} (mean ± SE over "
-        f"{observed['n']} seeds; margin {claim['margin']}, higher is "
-        f"{'better' if claim['direction'] == 'higher' else 'worse'}).",
+        f"**Verdict: {VERDICT_MARK[claim['verdict']]}.** Effect of {claim['method']} over "
+        f"{claim['baseline']} on `{claim['metric']}` ({claim['setting']}; "
+        f"{claim['direction']} `{claim['metric']}` is better, so a positive effect favours "
+        f"{claim['method']}): {_pm({'mean': observed['mean_effect'], 'se': observed['se']})} "
+        f"(mean ± SE over {observed['n']} seeds; margin {claim['margin']}).",
         "",
     ]
 
@@ -114,6 +114,11 @@ def plot_result(repro: Reproduction, result: Mapping[str, Any], path: Path) -> N
     extra = 1 if repro.extra_row_label else 0
     fig, axes = plt.subplots(len(rows) + extra, len(settings), dpi=110, squeeze=False,
                              figsize=(3.6 * len(settings) + 0.8, 2.9 * (len(rows) + extra)))
+    # One colour per arm across every panel, and one legend naming every arm drawn.
+    drawn_arms = {arm for by_arm in curves.values() for arm in by_arm}
+    colours = {arm: f"C{i % 10}" for i, (arm, _) in
+               enumerate(_in_display_order(repro, dict.fromkeys(drawn_arms)))}
+    handles: dict[str, Any] = {}
     for r, (name, label) in enumerate(rows):
         for ax, setting in zip(axes[r], settings):
             for arm, named in _in_display_order(repro, curves[setting]):
@@ -122,7 +127,9 @@ def plot_result(repro: Reproduction, result: Mapping[str, Any], path: Path) -> N
                 mean, se = named[name]["mean"], named[name]["se"]
                 values = axis[setting][1]
                 xs = list(values)[: len(mean)] if values is not None else range(1, len(mean) + 1)
-                (line,) = ax.plot(xs, mean, label=repro.arm_labels.get(arm, arm), lw=1.5)
+                (line,) = ax.plot(xs, mean, label=repro.arm_labels.get(arm, arm), lw=1.5,
+                                  color=colours[arm])
+                handles.setdefault(arm, line)
                 if se is not None:
                     ax.fill_between(xs, [m - e for m, e in zip(mean, se)],
                                     [m + e for m, e in zip(mean, se)],
@@ -134,6 +141,9 @@ def plot_result(repro: Reproduction, result: Mapping[str, Any], path: Path) -> N
             if r == len(rows) - 1:
                 ax.set_xlabel(axis[setting][0])
         axes[r][0].set_ylabel(label)
+    # Before the extra row: a reproduction may redraw a panel there, legend included.
+    axes[0][-1].legend(handles=[handles[a] for a, _ in _in_display_order(repro, handles)],
+                       loc="best", fontsize=8)
     if extra:
         for ax, setting in zip(axes[-1], settings):
             if repro.draw_extra_row(ax, setting, dict(result)):
@@ -141,7 +151,6 @@ def plot_result(repro: Reproduction, result: Mapping[str, Any], path: Path) -> N
             else:
                 ax.axis("off")
         axes[-1][0].set_ylabel(repro.extra_row_label)
-    axes[0][-1].legend(loc="best", fontsize=8)
     n = result["claim"]["observed"]["n"]
     fig.suptitle(f"{result['run']['slug']}: mean ± SE over {n} seeds", fontsize=10)
     fig.tight_layout()
