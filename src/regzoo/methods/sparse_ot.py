@@ -450,10 +450,10 @@ def _scipy_maximise(problem: _Problem, i: int, formulation: str, size: int, max_
             index = np.broadcast_to(np.arange(m), s.shape)
             values = s
         if semi:
-            order = np.argsort(-values, axis=1)
-            values = np.take_along_axis(values, order, 1)
-            index = np.take_along_axis(index, order, 1)
-            g = _simplex_from_sorted_np(values / (gamma * np.maximum(b, 1e-300))[:, None])
+            # θ of the projection needs the kept values sorted; the projection itself does not,
+            # so only values are sorted (no argsort, no index shuffling).
+            u = values / (gamma * np.maximum(b, 1e-300))[:, None]
+            g = np.maximum(u - _simplex_threshold_np(np.sort(u, axis=1)[:, ::-1])[:, None], 0)
             psi = b * ((values * g).sum(1) - 0.5 * gamma * b * (g * g).sum(1))
             weights = b[:, None] * g
             value = x @ a - psi.sum()
@@ -517,13 +517,15 @@ def _top_k_index(s: np.ndarray, k: int) -> np.ndarray:
     return index
 
 
-def _simplex_from_sorted_np(u: np.ndarray) -> np.ndarray:
-    """NumPy twin of :func:`_simplex_from_sorted` for unit mass (rows sorted decreasingly)."""
+def _simplex_threshold_np(u: np.ndarray) -> np.ndarray:
+    """θ of the unit-simplex projection [u − θ]₊ of every row of ``u`` (sorted decreasingly).
+
+    NumPy twin of :func:`_simplex_from_sorted`.
+    """
     cssv = np.cumsum(u, axis=1) - 1.0
     ranks = np.arange(1, u.shape[1] + 1)
     rho = np.maximum(((u - cssv / ranks) > 0).sum(1), 1)
-    theta = cssv[np.arange(u.shape[0]), rho - 1] / rho
-    return np.maximum(u - theta[:, None], 0)
+    return cssv[np.arange(u.shape[0]), rho - 1] / rho
 
 
 @register(
@@ -619,8 +621,9 @@ def sparsity_constrained_ot2(a: Any, b: Any, M: Any, k: int | None, gamma: float
     The value is the optimal (semi-)dual objective, equal to ⟨T, C⟩ + (γ/2)‖T‖² when the plan T
     is feasible. It is recomputed with autograd at the fixed optimal potentials and the fixed
     top-k supports, so ∇_M = T, ∇_a = α (and ∇_b = β for the dual; for the semi-dual
-    ∂/∂b_j = ⟨α − c_j, g_j⟩ − γ b_j‖g_j‖² with g_j = t_j/b_j). Torch tensors that require grad
-    keep their graph; numpy input gives a float (batched: an array of B values).
+    ∂/∂b_j = γ b_j‖g_j‖² − ⟨α − c_j, g_j⟩ with g_j = t_j/b_j). Torch tensors that require grad
+    keep their graph; numpy input gives a float (batched: an array of B values). The arguments
+    are those of :func:`sparsity_constrained_ot`.
     """
     problem, kind, batched = _validate(a, b, M, k, gamma, formulation, max_iter, tol, None)
     check_choice("solver", solver, SOLVERS)
