@@ -19,8 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from regzoo.methods.hessian_alignment import HessianAlignment
-from regzoo.methods.hessian_alignment_baselines import CORAL, Fishr, IRMv1, VREx
+from regzoo.methods.hessian_alignment import CORAL, Fishr, HessianAlignment, IRMv1, VREx
 from regzoo.models import MLP
 from regzoo.train import time_steps
 

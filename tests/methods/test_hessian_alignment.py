@@ -8,12 +8,15 @@ from torch.autograd.functional import hessian, hvp
 
 from regzoo.methods.hessian_alignment import (
     CMNIST_RECIPE,
+    CORAL,
+    Fishr,
     HessianAlignment,
+    IRMv1,
     PenaltySchedule,
+    VREx,
     hessian_gradient_product,
     hutchinson_diagonal,
 )
-from regzoo.methods.hessian_alignment_baselines import CORAL, Fishr, IRMv1, VREx
 from regzoo.registry import card
 
 D, C = 4, 3

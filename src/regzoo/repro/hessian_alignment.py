@@ -37,11 +37,14 @@ from torch import nn
 from regzoo.data.domains import DomainSuite, digits_cmnist
 from regzoo.methods.hessian_alignment import (
     CMNIST_RECIPE,
+    CORAL,
+    Fishr,
     HessianAlignment,
+    IRMv1,
     PenaltySchedule,
+    VREx,
     domain_loss,
 )
-from regzoo.methods.hessian_alignment_baselines import CORAL, Fishr, IRMv1, VREx
 from regzoo.models import MLP
 from regzoo.repro.config import ReproConfig
 from regzoo.repro.protocol import Claim, Reproduction, Unit, UnitEnv, UnitResult

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from regzoo.core.checks import check_choice, check_range
-from regzoo.methods.hessian_alignment import (
+from regzoo.methods.hessian_alignment.penalty import (
     LOSSES,
     REDUCTIONS,
     check_domains,

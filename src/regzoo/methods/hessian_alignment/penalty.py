@@ -53,7 +53,7 @@ estimator changes with the world size, like DomainBed's per-GPU minibatches); hi
 use ``autograd.grad(create_graph=True)`` only, so DDP's hooks see an ordinary backward.
 
 The comparison baselines of the paper (IRMv1, V-REx, CORAL, Fishr) are in
-:mod:`regzoo.methods.hessian_alignment_baselines` with the same call signature.
+:mod:`regzoo.methods.hessian_alignment.baselines` with the same call signature.
 """
 
 from __future__ import annotations
@@ -223,7 +223,7 @@ def hutchinson_diagonal(grads: Sequence[torch.Tensor], params: Sequence[torch.Te
     ),
     variants=("hgp (Hessian-gradient product)", "hutchinson (diagonal estimate, S probes)",
               "CMNIST recipe (alpha=beta=1, sum, no detach, annealed weight)",
-              "baselines: IRMv1, V-REx, CORAL, Fishr (hessian_alignment_baselines)"),
+              "baselines: IRMv1, V-REx, CORAL, Fishr (regzoo.methods.hessian_alignment.baselines)"),
     needs_higher_order_grad=True,
     batch_coupled=True,
 )
