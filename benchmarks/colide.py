@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import platform
 import sys
 import time
 
@@ -30,6 +29,7 @@ from threadpoolctl import threadpool_limits
 
 from regzoo.data.sem import count_accuracy, simulate_linear_sem
 from regzoo.methods.colide import CoLiDE, to_dag
+from regzoo.train.timing import machine_line
 
 S = (1.0, 0.9, 0.8, 0.7)
 
@@ -77,8 +77,7 @@ def main(argv: list[str]) -> None:
     except ImportError:
         raise SystemExit("colide benchmark needs dagma: pip install 'regzoo[peers]'") from None
     torch.set_num_threads(1)
-    print(f"numpy {np.__version__}, torch {torch.__version__}, one thread, CPU "
-          f"{platform.processor() or platform.machine()}\n")
+    print(f"{machine_line()}\n")
     print("| d | graph | budget | DAGMA s | CoLiDE-EV / DAGMA | CoLiDE-NV / DAGMA "
           "| SHD DAGMA | SHD EV | SHD NV |")
     print("|---:|---|---|---:|---:|---:|---:|---:|---:|")

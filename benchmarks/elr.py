@@ -21,7 +21,6 @@ Run: ``python benchmarks/elr.py [--quick]`` or ``regzoo bench elr [--quick]``.
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 from collections.abc import Callable
 
@@ -33,6 +32,7 @@ from regzoo.data import TensorBatches, load_digits
 from regzoo.methods.elr import EarlyLearningRegularization
 from regzoo.models import CNN, MLP
 from regzoo.train import criterion_differences, time_criteria, time_steps
+from regzoo.train.timing import machine_line
 
 LAM, BETA, CLAMP = 3.0, 0.7, 1e-4
 TOL = 1e-6
@@ -120,8 +120,7 @@ def main(argv: list[str] | None = None) -> int:
 
     data = load_digits(seed=0)
     n, c = data.x_train.shape[0], data.num_classes
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, CPU "
-          f"{platform.processor() or platform.machine()}, python {platform.python_version()}"
+    print(f"{machine_line()}"
           f"{', --quick' if args.quick else ''}")
     agreement = check_agreement(data.x_train, data.y_train, c)  # raises SystemExit on FAIL
     print("\nAgreement of regzoo ELR and the paper-formula reference (same inputs, 5 calls, "

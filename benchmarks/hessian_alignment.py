@@ -11,7 +11,6 @@ hessian_alignment``.
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 from collections.abc import Callable
 
@@ -22,6 +21,7 @@ from torch import nn
 from regzoo.methods.hessian_alignment import CORAL, Fishr, HessianAlignment, IRMv1, VREx
 from regzoo.models import MLP
 from regzoo.train import time_steps
+from regzoo.train.timing import machine_line
 
 
 def penalties(head: nn.Module, probes: tuple[int, ...]) -> dict[str, nn.Module | None]:
@@ -59,8 +59,7 @@ def main(argv: list[str]) -> None:
     probes = (1, 10) if args.quick else (1, 10, 50)
     settings = [(3, 64, 256, 10)] if args.quick else [(3, 64, 256, 10), (2, 1297, 64, 10),
                                                        (3, 32, 512, 65)]
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, CPU "
-          f"{platform.processor() or platform.machine()}\n")
+    print(f"{machine_line()}\n")
     for domains, batch, width, classes in settings:
         gen = torch.Generator().manual_seed(0)
         xs = [torch.randn(batch, 128, generator=gen) for _ in range(domains)]

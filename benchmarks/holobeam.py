@@ -10,13 +10,13 @@ or ``regzoo bench holobeam``.
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import time
 
 import torch
 
 from regzoo.methods.holobeam import POLICIES, random_receivers, run_policy
+from regzoo.train.timing import machine_line
 
 
 def pilots_per_second(name: str, receivers: int, budget: int, vectorised: bool,
@@ -47,8 +47,7 @@ def main(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     receivers, budget, looped, n = (200, 512, 3, 16) if args.quick else (1000, 2048, 10, 32)
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, CPU "
-          f"{platform.processor() or platform.machine()}; {n} × {n} HMT, T = {budget} (SH: its "
+    print(f"{machine_line()}; {n} × {n} HMT, T = {budget} (SH: its "
           f"minimum K⌈log₂K⌉ if larger), {receivers} receivers batched, {looped} looped\n")
     print("| policy | batched pilots/s | looped pilots/s | batched / looped |")
     print("|---|---:|---:|---:|")

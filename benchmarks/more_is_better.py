@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import platform
 import sys
 import time
 
@@ -26,6 +25,7 @@ import numpy as np
 import torch
 
 from regzoo.methods.more_is_better import powerlaw_task, rf_risk, simulate_rf
+from regzoo.train.timing import machine_line
 
 
 def nested_bisection_risk(lam: np.ndarray, v2: np.ndarray, n: float, k: float, ridge: float,
@@ -92,8 +92,7 @@ def main(argv: list[str]) -> None:
     noise = 0.5
     lam, v = powerlaw_task(modes, 1.5, 1.5)
     v2 = v**2
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, CPU "
-          f"{platform.processor() or platform.machine()}; task: M = {modes}, α = β = 1.5, "
+    print(f"{machine_line()}; task: M = {modes}, α = β = 1.5, "
           f"σ² = {noise}\n")
 
     print("## Solver per (n, k, δ) point\n")

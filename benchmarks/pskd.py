@@ -21,7 +21,6 @@ Run: ``python benchmarks/pskd.py [--quick]`` or ``regzoo bench pskd [--quick]``.
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 
 import torch
@@ -31,6 +30,7 @@ from regzoo.data import load_digits
 from regzoo.methods.pskd import ProgressiveSelfKnowledgeDistillation
 from regzoo.models import CNN, MLP
 from regzoo.train import criterion_differences, time_criteria
+from regzoo.train.timing import machine_line
 
 ALPHA_T, EPOCHS = 0.8, 4
 TOL = 1e-6
@@ -101,8 +101,7 @@ def main(argv: list[str] | None = None) -> int:
 
     data = load_digits(seed=0)
     n, c = data.x_train.shape[0], data.num_classes
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, CPU "
-          f"{platform.processor() or platform.machine()}, python {platform.python_version()}"
+    print(f"{machine_line()}"
           f"{', --quick' if args.quick else ''}")
     agreement = check_agreement(data.x_train, data.y_train, c)  # raises SystemExit on FAIL
     print(f"\nAgreement of regzoo PS-KD and the paper-formula reference ({EPOCHS} epochs × 3 "

@@ -14,7 +14,6 @@ objax, emlp) does not install here, so there is no peer column. Run:
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import warnings
 from collections.abc import Callable
@@ -35,6 +34,7 @@ from regzoo.repro.soft_equivariance import (
     tensor_projectors,
 )
 from regzoo.train import time_steps
+from regzoo.train.timing import machine_line
 
 
 def _steps(build: Callable[[], tuple[nn.Module, list[nn.Linear], dict]], x: torch.Tensor,
@@ -74,8 +74,7 @@ def main(argv: list[str]) -> None:
     warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
     repeats = 5 if args.quick else 20
     config = SoftEquivarianceConfig()
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, CPU "
-          f"{platform.processor() or platform.machine()}\n")
+    print(f"{machine_line()}\n")
     print("| network | batch | #params | plain ms | PER / plain | per-layer / plain | "
           "hard / plain |")
     print("|---|---:|---:|---:|---:|---:|---:|")

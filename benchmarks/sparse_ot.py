@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import platform
 import sys
 import time
 from typing import Any
@@ -26,6 +25,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from regzoo.methods.sparse_ot import _Problem, sparsity_constrained_ot
+from regzoo.train.timing import machine_line
 
 GAMMA = 1.0
 TOL = 1e-9
@@ -117,8 +117,8 @@ def main(argv: list[str]) -> None:
     except ImportError:
         raise SystemExit("sparse_ot benchmark needs POT: pip install 'regzoo[peers]'") from None
     torch.set_num_threads(1)
-    print(f"POT {ot.__version__}, numpy {np.__version__}, torch {torch.__version__}, one thread, "
-          f"CPU {platform.processor() or platform.machine()}; γ = {GAMMA}, tol = {TOL}, "
+    print(f"POT {ot.__version__}, {machine_line()}; "
+          f"γ = {GAMMA}, tol = {TOL}, "
           f"max_iter = {MAX_ITER}\n")
     print("| m = n | k | POT s | regzoo s | POT / regzoo | POT it | regzoo it | S(α) POT "
           "| S(α) regzoo | gap POT | gap regzoo | row err POT | row err regzoo | max nnz POT "

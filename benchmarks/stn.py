@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import platform
 import sys
 import time
 
 import torch
 
 from regzoo.repro.stn import REPRODUCTION, STNReproConfig, digits_split, run_stn, train_plain
+from regzoo.train.timing import machine_line
 
 
 def step_times(config: STNReproConfig) -> None:
@@ -75,8 +75,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--quick", action="store_true", help="short runs (smoke)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, CPU "
-          f"{platform.processor() or platform.machine()}\n")
+    print(f"{machine_line()}\n")
     config = STNReproConfig(epochs=20, warmup_epochs=2) if args.quick else STNReproConfig()
     step_times(config)
     search(config, trials=2 if args.quick else 10)

@@ -9,7 +9,6 @@ weight_compander``.
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 
 import torch
@@ -20,6 +19,7 @@ from regzoo.data import load_digits
 from regzoo.methods.weight_compander import WeightCompander
 from regzoo.models import CNN, MLP
 from regzoo.train import time_steps
+from regzoo.train.timing import machine_line
 
 
 def build(kind: str, variant: str) -> nn.Module:
@@ -39,8 +39,7 @@ def main(argv: list[str]) -> None:
     torch.set_num_threads(1)
     repeats = 5 if args.quick else 30
     data = load_digits(seed=0)
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, CPU "
-          f"{platform.processor() or platform.machine()}\n")
+    print(f"{machine_line()}\n")
     print("| model | batch | plain µs | WC fixed / plain | WC learned / plain | folded / plain |")
     print("|---|---:|---:|---:|---:|---:|")
     for kind in ("MLP", "CNN"):

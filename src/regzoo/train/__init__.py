@@ -4,7 +4,12 @@ from regzoo.train.checkpoint import load_checkpoint, save_checkpoint
 from regzoo.train.distributed import DistributedContext, all_gather_cat, init_distributed
 from regzoo.train.loop import History, fit
 from regzoo.train.seeding import seed_everything
-from regzoo.train.timing import criterion_differences, time_criteria, time_steps
+from regzoo.train.timing import (
+    criterion_differences,
+    machine_line,
+    time_criteria,
+    time_steps,
+)
 
 __all__ = [
     "DistributedContext",
@@ -14,6 +19,7 @@ __all__ = [
     "fit",
     "init_distributed",
     "load_checkpoint",
+    "machine_line",
     "save_checkpoint",
     "seed_everything",
     "time_criteria",

@@ -6,6 +6,7 @@ alternation, in the same process and on the same inputs, is the figure regzoo qu
 
 from __future__ import annotations
 
+import platform
 import statistics
 import time
 from collections.abc import Callable, Mapping
@@ -14,6 +15,15 @@ import torch
 from torch import nn
 
 from regzoo.core.checks import check_positive_int
+
+
+def machine_line() -> str:
+    """One line naming what a benchmark ran on: versions, torch threads, CPU, Python."""
+    import numpy
+
+    return (f"torch {torch.__version__}, numpy {numpy.__version__}, threads "
+            f"{torch.get_num_threads()}, CPU {platform.processor() or platform.machine()}, "
+            f"python {platform.python_version()}")
 
 
 def _sync(device: torch.device | None) -> None:
