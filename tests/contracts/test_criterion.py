@@ -44,22 +44,68 @@ def test_state_dict_round_trip_restores_the_per_example_state(method):
     assert torch.equal(criterion(logits, target, index), restored(logits, target, index))
 
 
-@pytest.mark.parametrize("method", IMPLEMENTED)
-@pytest.mark.parametrize("case", ["nan", "empty", "index_range", "batch_mismatch"])
-def test_bad_input_raises_a_clear_error(method, case):
-    criterion = method.obj(num_examples=N, num_classes=C)
+def _bad(case: str):
+    """A batch that is wrong in exactly one way, named by ``case``."""
     logits, target, index = _inputs()
     logits = logits.detach()
-    if case == "nan":
-        logits[0, 0] = float("nan")
-    elif case == "empty":
-        logits, target, index = logits[:0], target[:0], index[:0]
-    elif case == "index_range":
+    if case == "index_out_of_range":
         index = index + N
-    else:
+    elif case == "negative_index":
+        index = index - N
+    elif case == "float_index":
+        index = index.float()
+    elif case == "target_batch_mismatch":
         target = target[:-1]
-    with pytest.raises((ValueError, TypeError)):
-        criterion(logits, target, index)
+    elif case == "index_batch_mismatch":
+        index = index[:-1]
+    elif case == "wrong_num_classes":
+        logits = torch.randn(B, C + 1)
+    elif case == "nan_logits":
+        logits[1, 2] = float("nan")
+    elif case == "inf_logits":
+        logits[0, 0] = float("inf")
+    elif case == "integer_logits":
+        logits = torch.ones(B, C, dtype=torch.int64)
+    elif case == "empty_batch":
+        logits, target, index = logits[:0], target[:0], index[:0]
+    elif case == "target_out_of_range":
+        target = target.clone()
+        target[0] = C
+    elif case == "soft_target":
+        target = torch.nn.functional.one_hot(target, C).float()
+    elif case == "list_target":
+        target = target.tolist()
+    return logits, target, index
+
+
+BAD_INPUT = [
+    ("index_out_of_range", "index must lie"),
+    ("negative_index", "index must lie"),
+    ("float_index", "index"),
+    ("target_batch_mismatch", "target must share the batch size"),
+    ("index_batch_mismatch", "index must share the batch size"),
+    ("wrong_num_classes", "num_classes"),
+    ("nan_logits", "logits"),
+    ("inf_logits", "logits"),
+    ("integer_logits", "logits"),
+    ("empty_batch", "logits"),
+    ("target_out_of_range", "target"),
+    ("soft_target", "target must be a 1-D integer tensor"),
+    ("list_target", "target must be a torch.Tensor"),
+]
+
+
+@pytest.mark.parametrize("method", IMPLEMENTED)
+@pytest.mark.parametrize(("case", "argument"), BAD_INPUT)
+def test_bad_input_names_the_argument_and_leaves_the_state_alone(method, case, argument):
+    criterion = method.obj(num_examples=N, num_classes=C)
+    if hasattr(criterion, "set_epoch"):
+        criterion.set_epoch(1)  # past any warm-up epoch, so the per-example state is in use
+    before = {k: v.clone() for k, v in criterion.state_dict().items()}
+    with pytest.raises((ValueError, TypeError), match=argument):
+        criterion(*_bad(case))
+    after = criterion.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before), "a rejected batch changed state"
 
 
 @pytest.mark.parametrize("method", IMPLEMENTED)

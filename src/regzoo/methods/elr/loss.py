@@ -128,9 +128,11 @@ class EarlyLearningRegularization(nn.Module):
             raise ValueError(f"logits and index must share the batch size, got "
                              f"{logits.shape[0]} and {index.shape[0]}")
         if target is not None:
+            if not isinstance(target, torch.Tensor):
+                raise TypeError(f"target must be a torch.Tensor, got {type(target).__name__}")
             if target.ndim != 1 or target.is_floating_point() or target.dtype == torch.bool:
-                raise ValueError(f"target must be a 1-D tensor of class indices, got shape "
-                                 f"{tuple(target.shape)} and dtype {target.dtype}")
+                raise ValueError(f"target must be a 1-D integer tensor of class indices, got "
+                                 f"shape {tuple(target.shape)} and dtype {target.dtype}")
             if target.shape[0] != logits.shape[0]:
                 raise ValueError(f"logits and target must share the batch size, got "
                                  f"{logits.shape[0]} and {target.shape[0]}")
