@@ -18,13 +18,13 @@ TRANSFORMS = [pytest.param(c, id=c.slug) if c.implemented else
 
 def _model():
     torch.manual_seed(0)
-    return MLP(6, 3, hidden=(8,)).double()
+    return MLP(16, 10, hidden=(32,)).double()
 
 
 @pytest.mark.parametrize("method", TRANSFORMS)
 def test_applying_with_default_settings_keeps_the_outputs(method):
     model = _model()
-    x = torch.randn(4, 6, dtype=torch.float64)
+    x = torch.randn(4, 16, dtype=torch.float64)
     before = model(x)
     method.obj.apply(model)
     torch.testing.assert_close(model(x), before, rtol=1e-9, atol=1e-9)
@@ -34,7 +34,7 @@ def test_applying_with_default_settings_keeps_the_outputs(method):
 def test_merge_unmerge_and_remove_keep_outputs_and_restore_module_types(method):
     model = _model()
     handle = method.obj.apply(model)
-    x = torch.randn(4, 6, dtype=torch.float64)
+    x = torch.randn(4, 16, dtype=torch.float64)
     wrapped = model(x)
     handle.merge()
     torch.testing.assert_close(model(x), wrapped)
@@ -49,7 +49,7 @@ def test_merge_unmerge_and_remove_keep_outputs_and_restore_module_types(method):
 def test_trainable_parameters_get_gradients_and_penalty_is_a_finite_scalar(method):
     model = _model()
     handle = method.obj.apply(model)
-    loss = model(torch.randn(4, 6, dtype=torch.float64)).square().mean() + handle.penalty()
+    loss = model(torch.randn(4, 16, dtype=torch.float64)).square().mean() + handle.penalty()
     assert loss.ndim == 0 and torch.isfinite(loss)
     loss.backward()
     assert any(p.grad is not None for p in handle.trainable_parameters())

@@ -1,0 +1,19 @@
+"""Adapters: a frozen pretrained layer plus a trainable update, shared by every PEFT method.
+
+``regzoo.adapters.base`` wraps layers and gives the handle (merge, unmerge, remove, the
+trainable parameters, adapter-only state dicts); ``lowrank`` is LoRA/PiSSA/SORSA's rank-r update.
+Methods (SORSA, BA-LoRA, SaRA, mask tuning) build on these; see docs/architecture.md.
+"""
+
+from regzoo.adapters.base import AdapterHandle, AdapterLayer, find_targets, wrap
+from regzoo.adapters.lowrank import LowRankHandle, LowRankLinear, apply_low_rank
+
+__all__ = [
+    "AdapterHandle",
+    "AdapterLayer",
+    "LowRankHandle",
+    "LowRankLinear",
+    "apply_low_rank",
+    "find_targets",
+    "wrap",
+]

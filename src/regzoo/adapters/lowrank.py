@@ -1,0 +1,135 @@
+"""Low-rank adapters: LoRA, PiSSA and SORSA initialisations of one layer.
+
+Each wrapped weight becomes a frozen residual plus a trainable rank-r part,
+
+    y = x W_resᵀ + s · ((x Aᵀ) ⊙ σ) Bᵀ + b,      A ∈ R^{r×in}, B ∈ R^{out×r}, σ ∈ R^r,
+
+with s = alpha / r (1 when ``alpha`` is None). The initialisations:
+
+- ``lora`` (Hu et al. 2021, and peft's default): A Kaiming-uniform(a=√5), B = 0, σ ≡ 1 fixed,
+  W_res = W. The adapted model starts as the pretrained one.
+- ``pissa`` (Meng et al. 2024, peft's ``init_lora_weights="pissa"``): thin SVD W = U Σ Vᵀ,
+  A = diag(√(Σ_r/s)) V_rᵀ, B = U_r diag(√(Σ_r/s)), σ ≡ 1 fixed, W_res = W − s·B A: the principal
+  part is trained, the minor part frozen; output unchanged.
+- ``sorsa`` (Cao 2024, §3; official ``sorsa_init``): B = U_r, σ = Σ_r (a trainable vector),
+  A = V_rᵀ, W_res = W − s·B diag(σ) A.
+
+The SVD runs in float64 for float64 weights and in float32 otherwise; adapter parameters of a
+half-precision base are kept in float32 (peft does the same), so small updates are not lost.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import nn
+
+from regzoo.adapters.base import AdapterHandle, AdapterLayer, find_targets, wrap
+from regzoo.core.checks import check_choice, check_positive_int, check_range
+
+INITS = ("lora", "pissa", "sorsa")
+
+
+class LowRankLinear(AdapterLayer):
+    """One linear layer with a rank-``rank`` trainable part (see the module docstring)."""
+
+    def __init__(self, base: nn.Module, rank: int, *, init: str = "lora",
+                 alpha: float | None = None, dropout: float = 0.0) -> None:
+        super().__init__(base)
+        check_choice("init", init, INITS)
+        limit = min(self.in_features, self.out_features)
+        check_positive_int("rank", rank)
+        if rank > limit:
+            raise ValueError(f"rank must be an integer in [1, min(in, out)] = [1, {limit}] for a "
+                             f"{self.out_features}×{self.in_features} layer, got {rank!r}")
+        if alpha is not None:
+            check_range("alpha", alpha, 0.0, low_inclusive=False)
+        check_range("dropout", dropout, 0.0, 1.0, high_inclusive=False)
+        self.rank, self.init = rank, init
+        self.scale = 1.0 if alpha is None else alpha / rank
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        weight = self.weight_matrix()
+        dtype = weight.dtype if weight.dtype in (torch.float32, torch.float64) else torch.float32
+        like = {"dtype": dtype, "device": weight.device}
+        self.A = nn.Parameter(torch.empty(rank, self.in_features, **like))
+        self.B = nn.Parameter(torch.zeros(self.out_features, rank, **like))
+        self.S: nn.Parameter | None = None
+        if init == "lora":
+            nn.init.kaiming_uniform_(self.A, a=math.sqrt(5))
+        else:
+            self._init_from_svd(weight.detach().to(dtype))
+
+    def _init_from_svd(self, weight: torch.Tensor) -> None:
+        U, sigma, Vh = torch.linalg.svd(weight, full_matrices=False)
+        r = self.rank
+        with torch.no_grad():
+            if self.init == "pissa":
+                root = torch.sqrt(sigma[:r] / self.scale)
+                self.A.copy_(root[:, None] * Vh[:r])
+                self.B.copy_(U[:, :r] * root)
+            else:
+                self.A.copy_(Vh[:r])
+                self.B.copy_(U[:, :r])
+                self.S = nn.Parameter(sigma[:r].clone())
+            self.set_weight_matrix(weight - self.delta_weight())
+
+    def singular_values(self) -> torch.Tensor:
+        """σ: the trainable vector under SORSA, ones otherwise."""
+        return self.S if self.S is not None else self.A.new_ones(self.rank)
+
+    def delta_weight(self) -> torch.Tensor:
+        """ΔW = s · B diag(σ) A, shape (out, in)."""
+        B = self.B * self.S if self.S is not None else self.B
+        return self.scale * (B @ self.A)
+
+    def adapter_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The update s · ((dropout(x) Aᵀ) ⊙ σ) Bᵀ without forming ΔW: O(r (in + out)) a row."""
+        hidden = self.dropout(x.to(self.A.dtype)) @ self.A.t()
+        if self.S is not None:
+            hidden = hidden * self.S
+        return self.scale * (hidden @ self.B.t())
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, rank={self.rank}, init={self.init}, scale={self.scale:g}"
+
+
+class LowRankHandle(AdapterHandle):
+    """Handle of :func:`apply_low_rank`; methods with a regulariser on the factors subclass it."""
+
+    layers: dict[str, LowRankLinear]
+
+    def factors(self) -> Iterator[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """(layer name, A, B, σ) of every adapted layer, as live parameters."""
+        self._check_live()
+        for name, layer in self.layers.items():
+            yield name, layer.A, layer.B, layer.singular_values()
+
+
+def apply_low_rank(model: nn.Module, *, target_modules: Sequence[str] | str | None = None,
+                   rank: int = 8, init: str = "lora", alpha: float | None = None,
+                   dropout: float = 0.0, modules_to_save: Sequence[str] | str = (),
+                   handle_cls: type[LowRankHandle] = LowRankHandle, **handle_kwargs
+                   ) -> LowRankHandle:
+    """Wrap the target linear layers of ``model`` in place with :class:`LowRankLinear`.
+
+    Args:
+        model: any ``nn.Module``; its other parameters are frozen (``modules_to_save`` excepted).
+        target_modules: layer names (peft-style suffixes or globs); None = every linear layer.
+        rank: r, at most min(in, out) of every target.
+        init: ``"lora"``, ``"pissa"`` or ``"sorsa"``.
+        alpha: the scale is alpha / rank; None gives scale 1.
+        dropout: dropout on the adapter's input (LoRA's ``lora_dropout``).
+        modules_to_save: modules trained in full alongside (a new classifier head, say).
+        handle_cls, handle_kwargs: a method's handle subclass and its options.
+
+    Returns:
+        The handle: ``trainable_parameters()``, ``merge()``, ``unmerge()``, ``remove()``,
+        ``factors()``, ``adapter_state_dict()``.
+    """
+    targets = find_targets(model, target_modules)
+    return wrap(model, targets,
+                lambda _name, module: LowRankLinear(module, rank, init=init, alpha=alpha,
+                                                    dropout=dropout),
+                modules_to_save=modules_to_save, handle_cls=handle_cls, **handle_kwargs)
