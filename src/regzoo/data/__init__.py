@@ -2,7 +2,7 @@
 
 Classification sources (scikit-learn's bundled digits, the offline ``mnist1d`` generator), the
 label-noise models the noisy-label papers use, batching that yields ``(x, y, index)``, multi-domain
-splits for domain generalization, and the seeded linear-SEM simulator of the DAG papers.
+splits for domain generalization, a source/target pair for fine-tuning and forgetting, and the seeded linear-SEM simulator of the DAG papers.
 """
 
 from regzoo.data.batches import IndexedDataset, TensorBatches
@@ -24,6 +24,7 @@ from regzoo.data.noise import (
     symmetric_noise,
 )
 from regzoo.data.sem import LinearSEM, count_accuracy, is_dag, simulate_linear_sem
+from regzoo.data.transfer import Task, TransferPair, digits_transfer
 
 __all__ = [
     "CIFAR10_ASYMMETRIC_MAP",
@@ -33,11 +34,14 @@ __all__ = [
     "IndexedDataset",
     "LinearSEM",
     "NoisyLabels",
+    "Task",
     "TensorBatches",
+    "TransferPair",
     "asymmetric_noise",
     "count_accuracy",
     "digits_cmnist",
     "digits_domains",
+    "digits_transfer",
     "is_dag",
     "label_noise",
     "leave_one_domain_out",
