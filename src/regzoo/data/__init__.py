@@ -2,7 +2,8 @@
 
 Classification sources (scikit-learn's bundled digits, the offline ``mnist1d`` generator), the
 label-noise models the noisy-label papers use, batching that yields ``(x, y, index)``, multi-domain
-splits for domain generalization, a source/target pair for fine-tuning and forgetting, and the seeded linear-SEM simulator of the DAG papers.
+splits for domain generalization, a source/target pair for fine-tuning and forgetting, and the
+seeded linear-SEM simulator of the DAG papers.
 """
 
 from regzoo.data.batches import IndexedDataset, TensorBatches
