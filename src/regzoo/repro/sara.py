@@ -19,8 +19,10 @@ rate an arm is scored at is chosen once per run on validation data of a separate
 (:func:`regzoo.repro.protocol.shared_once`): among the rates whose B validation accuracy
 reaches ``target_accuracy``, the one with the best A validation accuracy (else the rate with
 the best B validation accuracy). That is "retention at matched new-task accuracy" without test
-data in the choice. ``old_at_target`` also interpolates each unit's test curves (B, A) over the
-grid to B = ``target_accuracy`` (NaN when B never gets there).
+data in the choice. The grid is coarse, so B at the chosen rate can miss the target by a few
+points, and forgetting changes fast with the rate; ``old_at_target`` is therefore the headline:
+each unit's test curve (B, A) over the grid, interpolated linearly to B = ``target_accuracy``
+(NaN when B never gets there), i.e. retention at matched new-task accuracy.
 
 Memory: gradient + AdamW state bytes after one step (``state_bytes``) per arm; the trainable
 count (``trainable``). Premise check (paper §3.1): A test accuracy of the pretrained model with
@@ -69,7 +71,7 @@ class SaRAReproConfig(ReproConfig):
     pretrain_lr: float = 1e-3
     steps: int = 150
     batch_size: int = 64
-    lr_grid: tuple[float, ...] = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
+    lr_grid: tuple[float, ...] = (5e-4, 1e-3, 2e-3, 3.5e-3, 6e-3, 1e-2, 2e-2, 3.5e-2)
     weight_decay: float = 1e-2
     fraction: float = 0.1
     rank: int = 8
@@ -285,35 +287,50 @@ class SaRAReproduction(Reproduction):
 
     def claim(self, config: SaRAReproConfig) -> Claim:
         return Claim(
-            statement="At matched new-task accuracy (rate chosen on validation: B accuracy ≥ "
-            f"{config.target_accuracy:g}, best A accuracy), SaRA keeps at least 5 points more "
-            "old-task test accuracy than LoRA (paper: better preservation of the pretrained "
-            "model's generalisation than LoRA; spec anchor: ≈ 2× more at toy scale).",
-            metric="old_task_accuracy", setting=SETTING, method="sara", baseline="lora",
+            statement="At matched new-task accuracy (B test accuracy = "
+            f"{config.target_accuracy:g}, interpolated along each seed's learning-rate curve), "
+            "SaRA keeps at least 5 points more old-task test accuracy than LoRA (paper: "
+            "better preservation of the pretrained model's generalisation than LoRA; spec "
+            "anchor: ≈ 2× more at toy scale, measured at one shared rate).",
+            metric="old_at_target", setting=SETTING, method="sara", baseline="lora",
             margin=0.05)
 
     def secondary_claims(self, config: SaRAReproConfig) -> list[Claim]:
         arms = set(config.arms)
-        claims = []
+        matched = f"at matched B accuracy {config.target_accuracy:g}"
+        claims = [Claim(
+            statement="At each arm's validation-chosen rate (B validation accuracy ≥ "
+            f"{config.target_accuracy:g}, best A validation accuracy, chosen on a separate "
+            "seed), SaRA keeps at least 5 points more old-task test accuracy than LoRA.",
+            metric="old_task_accuracy", setting=SETTING, method="sara", baseline="lora",
+            margin=0.05)]
         if {"smallest", "random"} <= arms:
             claims.append(Claim(
-                statement="The smallest-|w| mask keeps more old-task accuracy than a random mask "
-                "of the same count per matrix, both trained alike (paper §3.1: the smallest "
-                "weights are the ineffective ones; open at this scale).",
-                metric="old_task_accuracy", setting=SETTING, method="smallest",
-                baseline="random", margin=0.01))
+                statement=f"{matched.capitalize()}, the smallest-|w| mask keeps more old-task "
+                "accuracy than a random mask of the same count per matrix, both trained alike "
+                "(paper §3.1: the smallest weights are the ineffective ones; open at this "
+                "scale).",
+                metric="old_at_target", setting=SETTING, method="smallest", baseline="random",
+                margin=0.01))
         if {"smallest", "largest"} <= arms:
             claims.append(Claim(
-                statement="The smallest-|w| mask keeps more old-task accuracy than the "
-                "largest-|w| mask of the same count.",
-                metric="old_task_accuracy", setting=SETTING, method="smallest",
-                baseline="largest", margin=0.01))
+                statement=f"{matched.capitalize()}, the smallest-|w| mask keeps more old-task "
+                "accuracy than the largest-|w| mask of the same count.",
+                metric="old_at_target", setting=SETTING, method="smallest", baseline="largest",
+                margin=0.01))
         if "sara_no_nuclear" in arms:
             claims.append(Claim(
-                statement=f"The nuclear-norm term (λ = {config.lambda_rank:g}) raises old-task "
-                "accuracy (paper §3.2: against overfitting).",
-                metric="old_task_accuracy", setting=SETTING, method="sara",
+                statement=f"{matched.capitalize()}, the nuclear-norm term (λ = "
+                f"{config.lambda_rank:g}) raises old-task accuracy (paper §3.2: against "
+                "overfitting).",
+                metric="old_at_target", setting=SETTING, method="sara",
                 baseline="sara_no_nuclear", margin=0.005))
+        if "sara_no_progressive" in arms:
+            claims.append(Claim(
+                statement=f"{matched.capitalize()}, the progressive re-selection raises "
+                "old-task accuracy (paper §3.3: grown weights are locked in).",
+                metric="old_at_target", setting=SETTING, method="sara",
+                baseline="sara_no_progressive", margin=0.005))
         return claims
 
     def run_unit(self, config: SaRAReproConfig, unit: Unit, env: UnitEnv) -> UnitResult:
