@@ -1,0 +1,102 @@
+"""Smoke test of `regzoo repro ba_lora --tiny`: artefacts, both settings, the sweep, the helpers."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from regzoo.data.transfer import digits_transfer
+from regzoo.repro.ba_lora import (
+    BALoRAReproConfig,
+    arm_weights,
+    at_match,
+    nlu_data,
+)
+from regzoo.repro.runner import run_reproduction, validate_result
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ba_lora") / "run"
+    return out, run_reproduction("ba_lora", "tiny", out=out, jobs=1, progress=False,
+                                 command="regzoo repro ba_lora --tiny")
+
+
+def test_tiny_run_writes_valid_artefacts_for_both_settings(tiny_run):
+    out, result = tiny_run
+    validate_result(result)
+    validate_result(json.loads((out / "result.json").read_text()))
+    for name in ("result.md", "ba_lora.png", "done", "sweep_nlu_digits.json",
+                 "sweep_nlg_toy.json"):
+        assert (out / name).is_file(), name
+    config = BALoRAReproConfig.tiny()
+    aggregate = result["metrics"]["aggregate"]
+    assert set(aggregate) == set(config.settings)
+    for setting in config.settings:
+        assert set(aggregate[setting]) == set(config.arms)
+    assert result["claim"]["verdict"] == "inconclusive"  # one seed cannot decide
+    assert result["claim"]["metric"] == "worst_group_accuracy"
+    assert result["timing"]["ba_lora_over_pissa"] > 0
+    assert "frozen copy" in result["claim"]["note"]
+
+
+def test_units_use_the_swept_settings_and_record_curves(tiny_run):
+    out, result = tiny_run
+    config = BALoRAReproConfig.tiny()
+    sweeps = {s: json.loads((out / f"sweep_{s}.json").read_text()) for s in config.settings}
+    for record in result["metrics"]["per_seed"]:
+        metrics, curves = record["metrics"], record["curves"]
+        epochs = config.nlu_epochs if record["setting"] == "nlu_digits" else config.nlg_epochs
+        assert len(curves["target_accuracy"]) == epochs
+        assert metrics["lr"] == sweeps[record["setting"]]["chosen"][record["arm"]]["lr"]
+        if record["arm"] == "ba_lora_cons":
+            assert metrics["lambda1"] > 0 and metrics["lambda2"] == metrics["lambda3"] == 0
+        if record["setting"] == "nlu_digits":
+            assert 0 <= metrics["worst_group_accuracy"] <= 1
+            assert metrics["bias_gap"] == pytest.approx(
+                metrics["aligned_accuracy"] - metrics["worst_group_accuracy"])
+
+
+def test_at_match_interpolates_and_gives_nan_when_never_reached():
+    assert at_match([0.2, 0.6, 0.9], [1.0, 0.8, 0.4], 0.4) == pytest.approx(0.9)
+    assert at_match([0.5, 0.6], [1.0, 0.8], 0.3) == 1.0
+    assert math.isnan(at_match([0.2, 0.3], [1.0, 0.8], 0.9))
+
+
+def test_arm_weights_scale_the_paper_lambdas_per_term():
+    chosen = {"ba_lora_cons": 10.0, "ba_lora_div": 1.0, "ba_lora_svd": 100.0}
+    assert arm_weights("ba_lora_div", chosen) == (0.0, 3e-4, 0.0)
+    assert arm_weights("ba_lora", chosen) == pytest.approx((1e-3, 3e-4, 1e-2))
+
+
+def test_watermark_is_planted_as_configured():
+    config = BALoRAReproConfig.tiny()
+    data = nlu_data(config, 0)
+    pair = digits_transfer(0)
+    planted = data.source_train[0][:, -10:].argmax(dim=1)
+    share = float((planted == pair.source.y_train).double().mean())
+    assert share == pytest.approx(0.9 + 0.1 / 10, abs=0.03)
+    target_digits = (pair.target.y_train - 3) % 10
+    share = float((data.target_train[0][:, -10:].argmax(1) == target_digits).double().mean())
+    assert share == pytest.approx(0.5 + 0.5 / 10, abs=0.06)
+    digit = (data.target_test["aligned"][1] - 3) % 10
+    assert torch.equal(data.target_test["aligned"][0][:, -10:].argmax(1), digit)
+    assert not bool((data.target_test["conflicting"][0][:, -10:].argmax(1) == digit).any())
+    assert torch.equal(data.target_test["aligned"][0][:, :64], pair.target.x_test)
+    noisy = float((data.target_train[1] != pair.target.y_train).double().mean())
+    assert noisy == pytest.approx(0.3 * 0.9, abs=0.05)
+
+
+def test_config_is_validated():
+    config = BALoRAReproConfig.quick()
+    with pytest.raises(ValueError, match="arms"):
+        config.with_overrides({"arms": "lora,pissa"})
+    with pytest.raises(ValueError, match="settings"):
+        config.with_overrides({"settings": "glue"})
+    with pytest.raises(ValueError, match="sweep_seed"):
+        config.with_overrides({"sweep_seed": "1"})
+    with pytest.raises(ValueError, match="increasing"):
+        config.with_overrides({"nlu_lr_grid": "0.01,0.001"})
+    with pytest.raises(ValueError, match="down_noise"):
+        config.with_overrides({"down_noise": "1.5"})
