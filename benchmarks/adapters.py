@@ -1,0 +1,191 @@
+"""Low-rank adapters benchmark: step time and memory of LoRA, PiSSA, SORSA vs full FT and peft.
+
+Variants, on the same model, batch and AdamW optimiser (spec sorsa.md §7):
+
+* ``full FT``: every parameter trained.
+* ``LoRA``, ``PiSSA``, ``SORSA``: :mod:`regzoo.adapters` at rank r on every linear layer
+  (SORSA through :class:`regzoo.methods.sorsa.SORSA`, its step including the decoupled
+  orthonormal γ-step).
+* ``SORSA dense ΔW``: the same SORSA, but each forward builds the dense out × in update
+  B·diag(σ)·A first, as the official layer does, instead of x ↦ (x Aᵀ)·σ ↦ Bᵀ.
+* ``peft LoRA``: ``peft.get_peft_model`` with ``LoraConfig(r, lora_alpha=r)`` on the same layers
+  (skipped when peft is not installed: ``pip install 'regzoo[peers]'``).
+
+Models: the reproduction's MLP 64-256-256-10 (batch 64) and a transformer-sized stack of 6
+blocks of 384-wide linears (per block 384→384 ``value``/``output`` and a 384→1536→384 MLP, as in
+MiniLM; 8 sequences × 128 tokens). Times are medians of interleaved rounds in one process
+(``regzoo.train.time_steps``); ratios to full FT are the figures to quote. Memory: on CUDA the
+peak allocated bytes of one step; on CPU (where PyTorch keeps no allocator statistics) the bytes
+a step must hold: parameters, gradients and AdamW's two moments of the trained parameters, and
+the tensors autograd saves for the backward pass (counted with ``saved_tensors_hooks``).
+
+Run: ``python benchmarks/adapters.py [--quick] [--device cuda]`` or ``regzoo bench adapters``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import types
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from regzoo.adapters import AdapterLayer, apply_low_rank
+from regzoo.methods.sorsa import SORSA
+from regzoo.models import MLP
+from regzoo.train import time_steps
+from regzoo.train.timing import machine_line
+
+
+class Block(nn.Module):
+    """A transformer block's linear layers, without attention's softmax: 384 wide, MLP ×4."""
+
+    def __init__(self, width: int = 384) -> None:
+        super().__init__()
+        self.value = nn.Linear(width, width)
+        self.output = nn.Linear(width, width)
+        self.up = nn.Linear(width, 4 * width)
+        self.down = nn.Linear(4 * width, width)
+        self.norm1, self.norm2 = nn.LayerNorm(width), nn.LayerNorm(width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.output(self.value(self.norm1(x)))
+        return x + self.down(F.gelu(self.up(self.norm2(x))))
+
+
+class Stack(nn.Module):
+    """``depth`` blocks and a classifier on the mean token."""
+
+    def __init__(self, depth: int = 6, width: int = 384, classes: int = 10) -> None:
+        super().__init__()
+        self.blocks = nn.Sequential(*[Block(width) for _ in range(depth)])
+        self.head = nn.Linear(width, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blocks(x).mean(dim=1))
+
+
+def linear_names(model: nn.Module) -> list[str]:
+    return [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+
+
+def dense_delta(handle: SORSA) -> None:
+    """Make every layer form the dense ΔW in its forward, as the official SORSA layer does."""
+    for layer in handle.layers.values():
+        layer.adapter_forward = types.MethodType(AdapterLayer.adapter_forward, layer)
+
+
+def build(base: nn.Module, variant: str, rank: int
+          ) -> tuple[nn.Module, list[nn.Parameter], SORSA | None]:
+    model = copy.deepcopy(base)
+    if variant == "full FT":
+        return model, list(model.parameters()), None
+    if variant == "peft LoRA":
+        import peft
+
+        config = peft.LoraConfig(r=rank, lora_alpha=rank, target_modules=linear_names(model),
+                                 lora_dropout=0.0)
+        model = peft.get_peft_model(model, config)
+        return model, [p for p in model.parameters() if p.requires_grad], None
+    if variant.startswith("SORSA"):
+        handle = SORSA.apply(model, rank=rank)
+        if variant == "SORSA dense ΔW":
+            dense_delta(handle)
+        return model, handle.trainable_parameters(), handle
+    handle = apply_low_rank(model, rank=rank, init=variant.lower())
+    return model, handle.trainable_parameters(), None
+
+
+def make_step(model: nn.Module, params: list[nn.Parameter], handle: SORSA | None,
+              x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
+    optimizer = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.0)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        if handle is not None:
+            handle.step(optimizer)
+        else:
+            optimizer.step()
+    return step
+
+
+def step_bytes(model: nn.Module, params: list[nn.Parameter], step: Callable[[], None],
+               x: torch.Tensor, y: torch.Tensor, device: torch.device) -> int:
+    """Peak bytes of one step (CUDA), or the bytes a step holds (CPU; module docstring)."""
+    if device.type == "cuda":
+        step()
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        step()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device)
+    saved = 0
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        nonlocal saved
+        if not isinstance(tensor, nn.Parameter):
+            saved += tensor.numel() * tensor.element_size()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        F.cross_entropy(model(x), y)
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    trained = sum(p.numel() * p.element_size() for p in params)
+    return weights + 3 * trained + saved     # + gradient + AdamW's exp_avg and exp_avg_sq
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer repeats (smoke run)")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    device = torch.device(args.device)
+    try:
+        import peft  # noqa: F401
+        has_peft = True
+    except ImportError:
+        has_peft = False
+    variants = ["full FT", "LoRA", "PiSSA", "SORSA", "SORSA dense ΔW"] + (
+        ["peft LoRA"] if has_peft else [])
+    generator = torch.Generator().manual_seed(0)
+    cases = [("MLP 64-256-256-10, batch 64", MLP(64, 10, hidden=(256, 256)), 4,
+              torch.rand(64, 64, generator=generator)),
+             ("6 blocks × 384 wide, 8×128 tokens", Stack(), 8,
+              torch.randn(8, 128, 384, generator=generator))]
+    repeats = 3 if args.quick else 15
+    print(f"{machine_line()}, device {device}\n")
+    if not has_peft:
+        print("peft is not installed: the peft LoRA row is skipped (pip install "
+              "'regzoo[peers]')\n")
+    memory_label = "peak MiB" if device.type == "cuda" else "held MiB"
+    print(f"| model | variant | rank | trainable params | step ms | / full FT | {memory_label} "
+          "| / full FT |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for title, base, rank, x in cases:
+        torch.manual_seed(0)
+        base = base.to(device)
+        x = x.to(device)
+        y = torch.randint(0, 10, (x.shape[0],), generator=generator).to(device)
+        steps, sizes, counts = {}, {}, {}
+        for variant in variants:
+            model, params, handle = build(base, variant, rank)
+            steps[variant] = make_step(model, params, handle, x, y)
+            sizes[variant] = step_bytes(model, params, steps[variant], x, y, device)
+            counts[variant] = sum(p.numel() for p in params)
+        seconds = time_steps(steps, repeats=repeats, inner=2 if args.quick else 3, warmup=2,
+                             device=device)
+        for variant in variants:
+            print(f"| {title} | {variant} | {rank if variant != 'full FT' else '–'} | "
+                  f"{counts[variant]:,} | {seconds[variant] * 1e3:.2f} | "
+                  f"{seconds[variant] / seconds['full FT']:.2f} | "
+                  f"{sizes[variant] / 2**20:.1f} | {sizes[variant] / sizes['full FT']:.2f} |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
