@@ -1,10 +1,14 @@
-"""QRNN3D: the 3-D quasi-recurrent denoising network that HyDe ships (Wei, Fu, Huang, TNNLS 2020).
+"""QRNN3D: the 3-D quasi-recurrent denoising network that HyDe ships.
+
+Wei, Fu, Huang, "3D Quasi-Recurrent Neural Network for Hyperspectral Image Denoising", IEEE
+TNNLS 2020, arXiv 2003.04547; official code https://github.com/Vandermode/QRNN3D, re-packaged
+in HyDe's ``hyde/nn/models/qrnn``.
 
 HyDe (IGARSS 2022) trains QRNN3D on 31-band ground-level cubes and applies it to cubes of any
 band count; this module is the network, :mod:`regzoo.methods.hyde.dnn` trains it and runs it
 with sliding windows.
 
-The building block is the quasi-recurrent unit QRU3D (paper §III-A, Eqs. 1–2). A 3-D convolution
+The building block is the paper's quasi-recurrent unit (QRU3D). A 3-D convolution
 of the input feature map ``X`` (channels × bands × rows × cols) gives a candidate ``Z`` and a
 forget gate ``F``; a recurrence along the band axis ``t`` then mixes them::
 
@@ -13,7 +17,7 @@ forget gate ``F``; a recurrence along the band axis ``t`` then mixes them::
 
 so the convolution sees a 3-band neighbourhood and the recurrence carries information along the
 whole spectrum, with no weight tied to a band count: the same weights run on any number of bands.
-The network (paper §III-B, Fig. 3; official ``QRNNREDC3D`` with ``channels=16,
+The network (the paper's encoder–decoder; official ``QRNNREDC3D`` with ``channels=16,
 num_half_layer=5, sample_idx=[1, 3]``, the ``qrnn3d`` architecture of HyDe):
 
 * a bidirectional QRU3D feature extractor (1 → C channels; gates ``Z, F₁, F₂``, the forward and
@@ -25,8 +29,9 @@ num_half_layer=5, sample_idx=[1, 3]``, the ``qrnn3d`` architecture of HyDe):
 * a bidirectional QRU3D reconstructor (C → 1), plus the network input (global residual).
 
 Recurrence directions alternate layer by layer through encoder and decoder ("alternating
-directional structure", §III-B). Every convolution is 3×3×3 and preceded by a BatchNorm of its
-input (official ``BasicConv3d``: BatchNorm, then a bias-free convolution).
+directional structure", which removes the causal dependency of one-way recurrences). Every
+convolution is 3×3×3 and preceded by a BatchNorm of its input (official ``BasicConv3d``:
+BatchNorm, then a bias-free convolution).
 
 Differences from the official code, none changing the function class: the decoder's stride-1
 ``ConvTranspose3d`` layers are written as ``Conv3d`` (a stride-1, padding-1 transposed
@@ -36,9 +41,9 @@ official network needs such sizes); the initialisation is PyTorch's default (the
 training script re-initialises convolutions Kaiming-normal, fan-out), with an optional identity
 start (``identity_init``) for short trainings.
 
-Cost: one forward is about ``27 · Σ_layers C_in · C_out`` multiply-adds per voxel (≈ 0.6 M per
-voxel at C = 16), linear in rows × cols × bands; activations are ≈ 10 C floats per voxel, so the
-memory of one call is proportional to the window it is given.
+Cost (counted with hooks): a forward takes 155 k multiply-adds per input voxel at C = 16 and
+39 k at C = 8, linear in rows × cols × bands; the layers' outputs hold ≈ 7 C floats per input
+voxel (109 at C = 16), so the memory of one call is proportional to the window it is given.
 """
 
 from __future__ import annotations
@@ -53,7 +58,7 @@ from regzoo.core.checks import check_choice, check_positive_int, check_tensor
 
 
 class QRU3D(nn.Module):
-    """One quasi-recurrent 3-D unit (Eqs. 1–2): a gated convolution, then f-pooling over bands.
+    """One quasi-recurrent 3-D unit: a gated 3-D convolution, then f-pooling over bands.
 
     Args:
         in_channels, hidden_channels: feature channels in and out.
@@ -107,7 +112,7 @@ def _f_pool(z: torch.Tensor, f: torch.Tensor, *, reverse: bool) -> torch.Tensor:
 
 
 class QRNN3D(nn.Module):
-    """The QRNN3D encoder–decoder (paper Fig. 3; HyDe's ``qrnn3d`` architecture).
+    """The QRNN3D encoder–decoder (HyDe's ``qrnn3d`` architecture).
 
     Maps a cube batch (batch, 1, bands, rows, cols) to a denoised cube of the same shape, for
     any band count and any rows/cols (padded internally to a multiple of
