@@ -24,10 +24,10 @@ pretrained on :class:`regzoo.data.text_corpus.ToyGrammar` sentences "<bos> the A
 ADJ OBJ ." under the pretraining rule with ``lm_pre_noise`` (20 %) random objects. Downstream:
 ``lm_down_sentences`` (120, about 3 per subject–verb pair) sentences of the first
 ``shifted_verbs`` verbs under the *shifted* rule (their object offsets moved), ``lm_down_noise``
-(40 %) random objects. Downstream accuracy = clean
-object accuracy on fresh test sentences of those verbs; forgetting = next-token loss on a clean
-pretraining-rule corpus (all verbs; ``source_loss``) and object accuracy on the verbs the
-downstream task never touches (``source_accuracy``).
+(40 %) random objects; a noisy validation set of ``lm_val_sentences`` (200) sentences drawn the
+same way. Downstream accuracy = clean object accuracy on fresh test sentences of those verbs;
+forgetting = next-token loss on a clean pretraining-rule corpus (all verbs; ``source_loss``) and
+object accuracy on the verbs the downstream task never touches (``source_accuracy``).
 
 Arms: ``full_ft``; ``lora`` and ``pissa`` (rank 8, scale 1 — r = alpha as in the official
 script); ``ba_lora`` (PiSSA + the three terms); ``ba_lora_cons``, ``ba_lora_div``,
@@ -86,7 +86,8 @@ class BALoRAReproConfig(ReproConfig):
     """Settings of the BA-LoRA reproduction; presets ``tiny``, ``quick`` and ``full``."""
 
     positive_fields = ("rank", "batch_size", "nlu_epochs", "nlg_epochs", "pretrain_epochs",
-                       "lm_pretrain_epochs", "lm_pretrain_sentences", "lm_down_sentences")
+                       "lm_pretrain_epochs", "lm_pretrain_sentences", "lm_down_sentences",
+                       "lm_val_sentences")
 
     settings: tuple[str, ...] = SETTINGS
     arms: tuple[str, ...] = ARMS
@@ -115,6 +116,7 @@ class BALoRAReproConfig(ReproConfig):
     lm_pretrain_lr: float = 3e-3
     lm_down_sentences: int = 120
     lm_down_noise: float = 0.4
+    lm_val_sentences: int = 200
     nlg_epochs: int = 15
     nlg_batch_size: int = 32
     nlg_lr_grid: tuple[float, ...] = (1e-3, 3e-3, 1e-2)
@@ -412,7 +414,7 @@ def nlg_data(config: BALoRAReproConfig, seed: int) -> NLGData:
                                 seed=base),
         down_train=grammar.sample(n_down, rule="shifted", noise=config.lm_down_noise,
                                   seed=base + 1, verbs=shifted),
-        down_val=grammar.sample(max(n_down // 4, 16), rule="shifted",
+        down_val=grammar.sample(config.lm_val_sentences, rule="shifted",
                                 noise=config.lm_down_noise, seed=base + 2, verbs=shifted),
         down_test=grammar.sample(500, rule="shifted", seed=base + 3, verbs=shifted),
         source_test=grammar.sample(500, seed=base + 4),
