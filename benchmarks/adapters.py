@@ -13,11 +13,11 @@ Variants, on the same model, batch and AdamW optimiser (spec sorsa.md §7):
 
 Models: the reproduction's MLP 64-256-256-10 (batch 64) and a transformer-sized stack of 6
 blocks of 384-wide linears (per block 384→384 ``value``/``output`` and a 384→1536→384 MLP, as in
-MiniLM; 8 sequences × 128 tokens). Times are medians of interleaved rounds in one process
+MiniLM; 4 sequences × 64 tokens). Times are medians of interleaved rounds in one process
 (``regzoo.train.time_steps``); ratios to full FT are the figures to quote. Memory: on CUDA the
 peak allocated bytes of one step; on CPU (where PyTorch keeps no allocator statistics) the bytes
 a step must hold: parameters, gradients and AdamW's two moments of the trained parameters, and
-the tensors autograd saves for the backward pass (counted with ``saved_tensors_hooks``).
+the tensors autograd saves for the backward pass (``saved_tensors_hooks``, one count per storage).
 
 Run: ``python benchmarks/adapters.py [--quick] [--device cuda]`` or ``regzoo bench adapters``.
 """
@@ -124,19 +124,21 @@ def step_bytes(model: nn.Module, params: list[nn.Parameter], step: Callable[[], 
         step()
         torch.cuda.synchronize(device)
         return torch.cuda.max_memory_allocated(device)
-    saved = 0
+    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    storages: dict[int, int] = {}
 
     def pack(tensor: torch.Tensor) -> torch.Tensor:
-        nonlocal saved
-        if not isinstance(tensor, nn.Parameter):
-            saved += tensor.numel() * tensor.element_size()
+        # One count per storage: the same input saved by two matmuls is held once.
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in weights:
+            storages[storage.data_ptr()] = storage.nbytes()
         return tensor
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         F.cross_entropy(model(x), y)
-    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    held = sum(p.numel() * p.element_size() for p in model.parameters())
     trained = sum(p.numel() * p.element_size() for p in params)
-    return weights + 3 * trained + saved     # + gradient + AdamW's exp_avg and exp_avg_sq
+    return held + 3 * trained + sum(storages.values())  # + grads, AdamW's two moments
 
 
 def main(argv: list[str]) -> None:
@@ -156,8 +158,8 @@ def main(argv: list[str]) -> None:
     generator = torch.Generator().manual_seed(0)
     cases = [("MLP 64-256-256-10, batch 64", MLP(64, 10, hidden=(256, 256)), 4,
               torch.rand(64, 64, generator=generator)),
-             ("6 blocks × 384 wide, 8×128 tokens", Stack(), 8,
-              torch.randn(8, 128, 384, generator=generator))]
+             ("6 blocks × 384 wide, 4×64 tokens", Stack(), 8,
+              torch.randn(4, 64, 384, generator=generator))]
     repeats = 3 if args.quick else 15
     print(f"{machine_line()}, device {device}\n")
     if not has_peft:

@@ -15,7 +15,7 @@ residual and a trainable principal part of rank r, kept as three factors:
 
 so the output is unchanged at init; y = x W_resᵀ + s·((x Aᵀ) ⊙ σ) Bᵀ + b, s = alpha/r (1 when
 alpha is None, the default). The layer is :class:`regzoo.adapters.LowRankLinear` with
-``init="sorsa"``; this module adds the orthonormal regulariser (paper §3, official
+``init="sorsa"``; this module adds the orthonormal regulariser (the paper's method section, official
 ``calc_ortho``), averaged over the N = 2L factor matrices of L adapted layers:
 
 .. math::
