@@ -152,6 +152,7 @@ def test_tv_denoise_solves_the_rof_problem():
         assert float(cost(u + bump)) >= float(cost(u)) - 1e-8
 
 
+@pytest.mark.slow
 def test_otvca_keeps_v_orthonormal_and_objective_non_increasing(cube):
     noisy = add_noise(cube, "gaussian", seed=1, sigma=0.05)
     result = otvca(noisy, 5, lam=0.05, num_iter=6, tv_iter=1500, full_output=True)
@@ -194,6 +195,7 @@ def test_hyminor_and_l1hymixde_remove_impulses_better_than_hyres(cube):
     assert psnr(cube, l1hymixde(noisy, denoiser=blur)) > base + 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", sorted(set(METHODS) - {"fasthyie"}))
 def test_every_denoiser_nearly_returns_a_clean_input(cube, method):
     almost_clean = add_noise(cube, "gaussian", seed=0, sigma=1e-3)

@@ -19,12 +19,22 @@ rest of every method stays on the cube's device.
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import numpy as np
-import pywt
 import torch
 
 from regzoo.core.checks import check_positive_int
+
+
+def _pywt() -> Any:
+    # Imported on first use so that `import regzoo` works without PyWavelets installed.
+    try:
+        import pywt
+    except ImportError as error:
+        raise ImportError("the HyDe wavelet methods need PyWavelets: pip install PyWavelets "
+                          "(declared by regzoo's dependencies)") from error
+    return pywt
 
 
 class Wavelet2D:
@@ -38,6 +48,7 @@ class Wavelet2D:
 
     def __init__(self, rows: int, cols: int, wavelet: str = "db5", level: int = 5) -> None:
         check_positive_int("level", level)
+        pywt = _pywt()
         if wavelet not in pywt.wavelist(kind="discrete"):
             raise ValueError(f"wavelet must be a discrete PyWavelets name such as 'db5', "
                              f"got {wavelet!r}")
@@ -59,6 +70,7 @@ class Wavelet2D:
         """Rows of the finest diagonal (HH₁) subband, for the MAD noise estimate."""
 
     def _decompose(self, padded: np.ndarray) -> list:
+        pywt = _pywt()
         with warnings.catch_warnings():
             # Levels beyond pywt's "useful" depth are exact with periodisation (the filter
             # wraps around); the official codes use them too (HyRes: L = 5 on 64×64).
@@ -71,7 +83,7 @@ class Wavelet2D:
         array = cube.detach().cpu().numpy().astype(np.float64)
         pad = ((0, self.padded[0] - self.rows), (0, self.padded[1] - self.cols), (0, 0))
         coeffs = self._decompose(np.pad(array, pad, mode="symmetric"))
-        flat, _ = pywt.coeffs_to_array(coeffs, axes=(0, 1))
+        flat, _ = _pywt().coeffs_to_array(coeffs, axes=(0, 1))
         out = torch.from_numpy(flat.reshape(-1, array.shape[-1]))
         return out.to(device=cube.device, dtype=cube.dtype)
 
@@ -79,6 +91,7 @@ class Wavelet2D:
         """The rows×cols×C cube of a (P × C) coefficient matrix (padding cropped)."""
         array = coefficients.detach().cpu().numpy().astype(np.float64)
         array = array.reshape(*self.padded, -1)
+        pywt = _pywt()
         coeffs = pywt.array_to_coeffs(array, self._slices, output_format="wavedec2")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
