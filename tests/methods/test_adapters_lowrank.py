@@ -1,9 +1,10 @@
-"""Our LoRA and PiSSA layers (regzoo.adapters.lowrank) agree with peft's on the same model."""
+"""Our LoRA and PiSSA layers (regzoo.adapters.lowrank) and SORSA's L_orth agree with peft."""
 
 import copy
 
 import pytest
 import torch
+from torch import nn
 
 from regzoo.adapters import apply_low_rank
 from regzoo.models import MLP
@@ -94,3 +95,35 @@ def test_trainable_parameter_counts_match_peft():
     handle = apply_low_rank(ours, target_modules=TARGETS, rank=4, alpha=8)
     theirs = sum(p.numel() for p in reference.parameters() if p.requires_grad)
     assert sum(p.numel() for p in handle.trainable_parameters()) == theirs
+
+
+def test_sorsa_orthonormal_penalty_equals_peft_adalora_regulariser():
+    """SORSA's L_orth is AdaLoRA's ``orth_reg_weight`` term (same norms, same averaging)."""
+    import types
+
+    from regzoo.methods.sorsa import SORSA
+
+    class WithLoss(nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            return types.SimpleNamespace(loss=self.net(x).sum() * 0.0)
+
+    model = _model()
+    config = peft.AdaLoraConfig(init_r=4, target_r=2, total_step=10, orth_reg_weight=1.0,
+                                target_modules=TARGETS)
+    reference = peft.get_peft_model(WithLoss(copy.deepcopy(model)), config)
+    handle = SORSA.apply(model, target_modules=TARGETS, rank=4)
+    generator = torch.Generator().manual_seed(5)
+    modules = dict(reference.base_model.model.net.named_modules())
+    with torch.no_grad():
+        for name, layer in handle.layers.items():
+            layer.A.add_(0.1 * torch.randn(layer.A.shape, generator=generator))
+            layer.B.add_(0.1 * torch.randn(layer.B.shape, generator=generator))
+            modules[name].lora_A["default"].copy_(layer.A)
+            modules[name].lora_B["default"].copy_(layer.B)
+    theirs = reference.base_model(torch.randn(3, 12)).loss
+    torch.testing.assert_close(handle.penalty(), theirs, rtol=1e-6, atol=1e-7)
+    assert float(theirs.detach()) > 0.01
