@@ -121,6 +121,15 @@ def plot_result(repro: Reproduction, result: Mapping[str, Any], path: Path) -> N
     handles: dict[str, Any] = {}
     for r, (name, label) in enumerate(rows):
         for ax, setting in zip(axes[r], settings):
+            if not any(name in named for named in curves[setting].values()):
+                # A setting without this curve (a suite with no validation curve, say).
+                ax.text(0.5, 0.5, f"no {label} curve\nin {setting}", ha="center", va="center",
+                        fontsize=8, color="grey", transform=ax.transAxes)
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if r == 0:
+                    ax.set_title(setting)
+                continue
             for arm, named in _in_display_order(repro, curves[setting]):
                 if name not in named:
                     continue
