@@ -99,8 +99,9 @@ def _cmd_repro(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    script = Path(__file__).resolve().parents[2] / "benchmarks" / f"{args.slug}.py"
-    card(args.slug)
+    # A benchmark shared by several methods (the adapters) is named in the card's extras.
+    name = card(args.slug).extras.get("benchmark", args.slug)
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / f"{name}.py"
     if not script.is_file():
         raise ValueError(f"no benchmark for {args.slug!r} at {script} (benchmarks/ ships with the "
                          "source checkout: run from a clone installed with pip install -e .)")

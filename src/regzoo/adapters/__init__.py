@@ -1,19 +1,34 @@
 """Adapters: a frozen pretrained layer plus a trainable update, shared by every PEFT method.
 
 ``regzoo.adapters.base`` wraps layers and gives the handle (merge, unmerge, remove, the
-trainable parameters, adapter-only state dicts); ``lowrank`` is LoRA/PiSSA/SORSA's rank-r update.
+trainable parameters, adapter-only state dicts); ``lowrank`` is LoRA/PiSSA/SORSA's rank-r update,
+``sparse`` SaRA's trained values on a chosen set of entries.
 Methods (SORSA, BA-LoRA, SaRA, mask tuning) build on these; see docs/architecture.md.
 """
 
 from regzoo.adapters.base import AdapterHandle, AdapterLayer, find_targets, wrap
 from regzoo.adapters.lowrank import LowRankHandle, LowRankLinear, apply_low_rank
+from regzoo.adapters.sparse import (
+    SparseHandle,
+    SparseValueLinear,
+    apply_sparse,
+    select_below,
+    select_entries,
+    training_state_bytes,
+)
 
 __all__ = [
     "AdapterHandle",
     "AdapterLayer",
     "LowRankHandle",
     "LowRankLinear",
+    "SparseHandle",
+    "SparseValueLinear",
     "apply_low_rank",
+    "apply_sparse",
     "find_targets",
+    "select_below",
+    "select_entries",
+    "training_state_bytes",
     "wrap",
 ]

@@ -93,6 +93,7 @@ def _nuclear_norm(matrix: torch.Tensor) -> torch.Tensor:
     variants=("threshold (absolute τ) or fraction per matrix", "sparse (UB) or dense path",
               "no nuclear norm (lambda_rank=0)", "no progressive step (progressive_iter=None)",
               "reset Adam state at re-selection (official UB optimizer)"),
+    benchmark="sparse_adapters",
 )
 class SaRA(SparseHandle):
     """Handle of a model adapted with SaRA; build it with :meth:`apply`."""
