@@ -19,7 +19,8 @@ peak allocated bytes of one step; on CPU (where PyTorch keeps no allocator stati
 a step must hold: parameters, gradients and AdamW's two moments of the trained parameters, and
 the tensors autograd saves for the backward pass (``saved_tensors_hooks``, one count per storage).
 
-Run: ``python benchmarks/adapters.py [--quick] [--device cuda]`` or ``regzoo bench adapters``.
+Run: ``python benchmarks/adapters.py [--quick] [--device cuda]`` (``regzoo bench`` takes method
+slugs only; this benchmark covers the shared low-rank layer).
 """
 
 from __future__ import annotations

@@ -88,25 +88,29 @@ def orthonormal_penalty(factors: Iterable[tuple[torch.Tensor, torch.Tensor]]) ->
     return torch.stack(terms).mean()
 
 
-def _unit_direction(error: torch.Tensor) -> torch.Tensor:
-    """E / ‖E‖_F, and 0 where E = 0 (the subgradient of the norm at its minimum)."""
-    # E = 0 exactly when its norm is 0, so the clamp turns 0/0 into 0 without a host sync.
-    return error / torch.linalg.matrix_norm(error).clamp_min(torch.finfo(error.dtype).tiny)
+def _gram_error(matrix: torch.Tensor, rows: bool) -> torch.Tensor:
+    """M Mᵀ − I (``rows``) or Mᵀ M − I, with the identity subtracted in place."""
+    error = matrix @ matrix.t() if rows else matrix.t() @ matrix
+    error.diagonal().sub_(1.0)
+    return error
 
 
 def orthonormal_gradients(factors: Sequence[tuple[torch.Tensor, torch.Tensor]]
                           ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Closed-form (∇_A L_orth, ∇_B L_orth) for each pair, without autograd.
 
-    ∇_A = (2/N)·(AAᵀ − I)A/‖AAᵀ − I‖_F and ∇_B = (2/N)·B(BᵀB − I)/‖BᵀB − I‖_F, N = 2·pairs.
+    ∇_A = (2/N)·(AAᵀ − I)A/‖AAᵀ − I‖_F and ∇_B = (2/N)·B(BᵀB − I)/‖BᵀB − I‖_F, N = 2·pairs;
+    0 where the error is 0 (the subgradient of the norm at its minimum).
     """
-    count = 2 * len(factors)
+    weight = 2.0 / (2 * len(factors))
     grads = []
     with torch.no_grad():
         for A, B in factors:
-            eye = torch.eye(A.shape[0], dtype=A.dtype, device=A.device)
-            grad_a = (2.0 / count) * _unit_direction(A @ A.t() - eye) @ A
-            grad_b = (2.0 / count) * B @ _unit_direction(B.t() @ B - eye)
+            error_a, error_b = _gram_error(A, rows=True), _gram_error(B, rows=False)
+            # E = 0 exactly when ‖E‖ = 0, so the clamp turns 0/0 into 0 without a host sync.
+            tiny = torch.finfo(A.dtype).tiny
+            grad_a = (error_a @ A).mul_(weight / torch.linalg.matrix_norm(error_a).clamp_min(tiny))
+            grad_b = (B @ error_b).mul_(weight / torch.linalg.matrix_norm(error_b).clamp_min(tiny))
             grads.append((grad_a, grad_b))
     return grads
 
@@ -219,8 +223,8 @@ class SORSA(LowRankHandle):
         pairs = self._pairs()
         with torch.no_grad():
             for (A, B), (grad_a, grad_b) in zip(pairs, orthonormal_gradients(pairs)):
-                A.sub_(gamma * grad_a)
-                B.sub_(gamma * grad_b)
+                A.sub_(grad_a, alpha=gamma)
+                B.sub_(grad_b, alpha=gamma)
 
     def add_orthonormal_gradient(self, lr: float, gamma: float | None = None) -> None:
         """Add ∇((γ / lr)·L_orth) to the ``.grad`` of A and B (the official trainer's step).
@@ -235,11 +239,10 @@ class SORSA(LowRankHandle):
         pairs = self._pairs()
         for (A, B), (grad_a, grad_b) in zip(pairs, orthonormal_gradients(pairs)):
             for parameter, grad in ((A, grad_a), (B, grad_b)):
-                scaled = (gamma / lr) * grad
                 if parameter.grad is None:
-                    parameter.grad = scaled
+                    parameter.grad = grad.mul_(gamma / lr)
                 else:
-                    parameter.grad.add_(scaled)
+                    parameter.grad.add_(grad, alpha=gamma / lr)
 
     def step(self, optimizer: torch.optim.Optimizer, *, max_grad_norm: float | None = None,
              lr: float | None = None) -> None:
