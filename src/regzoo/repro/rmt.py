@@ -28,9 +28,9 @@ This is our own text analogue of the paper's CLIP few-shot experiment, not the p
   schedule over our ~100 steps moves a score by at most Σ lr ≈ 4.8e-3 < scale − τ: no mask
   could ever flip (the paper's datasets give 150–15 000 steps). lr·steps, not the loss, sets
   how many masks flip (spec §2), so lr 2e-4 (the top of the spec's range) gives
-  Σ lr = 4 (scale − τ). Full-batch
-  Adam collapses the masks (spec §5), hence small minibatches. Evaluation and the zero-shot
-  teacher logits (computed once for the 32 shots) use eval mode.
+  Σ lr = 4 (scale − τ). Full-batch Adam collapses the masks (spec §5), hence small
+  minibatches. Evaluation and the zero-shot teacher logits (computed once for the 32 shots)
+  use eval mode.
 * **Metrics**: final test accuracy (and its negated / plain halves), probe accuracy, fraction
   of masked attention weights, train accuracy, seconds; curves every ``eval_every`` steps.
 
