@@ -206,7 +206,7 @@ def rank_layers_by_gradient(model: nn.Module, loss_fn: Callable[[nn.Module], tor
     weights = {name: layer.weight for name, layer in layers.items()}
     loss = loss_fn(model)
     grads = torch.autograd.grad(loss, list(weights.values()), allow_unused=True)
-    scores = [(name, 0.0 if g is None else float((g * w).abs().mean()))
+    scores = [(name, 0.0 if g is None else float((g * w.detach()).abs().mean()))
               for (name, w), g in zip(weights.items(), grads)]
     return sorted(scores, key=lambda item: -item[1])
 
