@@ -125,3 +125,13 @@ def test_half_precision_base_keeps_float32_adapter_parameters():
 def test_wrapping_a_non_linear_module_is_a_type_error():
     with pytest.raises(TypeError, match=r"nn\.Linear"):
         AdapterLayer(nn.ReLU())
+
+
+def test_a_rank_too_large_for_one_layer_leaves_the_model_untouched():
+    model = _model()
+    weights = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(ValueError, match=r"layer 'head' of shape \(10, 24\)"):
+        apply_low_rank(model, rank=12, init="pissa")
+    assert all(type(m) in (nn.Linear, nn.ReLU, nn.Sequential, MLP) for m in model.modules())
+    assert all(p.requires_grad for p in model.parameters())
+    assert all(torch.equal(p, w) for p, w in zip(model.parameters(), weights, strict=True))

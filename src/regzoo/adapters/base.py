@@ -268,7 +268,9 @@ def wrap(model: nn.Module, targets: Iterable[tuple[str, nn.Module]],
     """Replace each target with ``make_layer(name, module)`` in place and freeze the rest.
 
     Every parameter of the model except the new layers' updates and those of
-    ``modules_to_save`` (matched like ``target_modules``) stops requiring gradients.
+    ``modules_to_save`` (matched like ``target_modules``) stops requiring gradients. All layers
+    are built before any is swapped in, so a layer that fails to build leaves the model's
+    modules and ``requires_grad`` flags as they were.
     """
     targets = list(targets)
     saved_named = _select(model, modules_to_save, "modules_to_save") if modules_to_save else []
@@ -279,11 +281,17 @@ def wrap(model: nn.Module, targets: Iterable[tuple[str, nn.Module]],
                              "a layer is either adapted or trained in full")
     saved = [module for _, module in saved_named]
     requires_grad_before = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        built = [(name, make_layer(name, module)) for name, module in targets]
+    except Exception:
+        # Nothing is swapped in yet; give every parameter its flag back before re-raising.
+        for parameter, flag in requires_grad_before:
+            parameter.requires_grad_(flag)
+        raise
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     layers: dict[str, AdapterLayer] = {}
-    for name, module in targets:
-        layer = make_layer(name, module)
+    for name, layer in built:
         _set_submodule(model, name, layer)
         layers[name] = layer
     for module in saved:

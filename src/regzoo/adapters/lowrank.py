@@ -89,7 +89,8 @@ class LowRankLinear(AdapterLayer):
         hidden = self.dropout(x.to(self.A.dtype)) @ self.A.t()
         if self.S is not None:
             hidden = hidden * self.S
-        return self.scale * (hidden @ self.B.t())
+        out = hidden @ self.B.t()
+        return out if self.scale == 1.0 else self.scale * out
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, rank={self.rank}, init={self.init}, scale={self.scale:g}"
@@ -129,6 +130,13 @@ def apply_low_rank(model: nn.Module, *, target_modules: Sequence[str] | str | No
         ``factors()``, ``adapter_state_dict()``.
     """
     targets = find_targets(model, target_modules)
+    for name, module in targets:
+        # Check every layer before touching any: a failure must leave the model as it was.
+        check_positive_int("rank", rank)
+        shape = tuple(module.weight.shape)
+        if rank > min(shape):
+            raise ValueError(f"rank must be an integer in [1, min(in, out)] = [1, {min(shape)}] "
+                             f"for layer {name!r} of shape {shape}, got {rank}")
     return wrap(model, targets,
                 lambda _name, module: LowRankLinear(module, rank, init=init, alpha=alpha,
                                                     dropout=dropout),

@@ -138,6 +138,7 @@ def _peak_lr(optimizer: torch.optim.Optimizer) -> float:
     variants=("ortho_mode='decoupled' (paper: separate γ-step on A, B after the optimizer step)",
               "ortho_mode='loss' (official: γ/lr_peak · L_orth gradient added after clipping)",
               "gamma=0 (trainable singular values without the regulariser)"),
+    benchmark="adapters",
 )
 class SORSA(LowRankHandle):
     """Handle of a SORSA-adapted model; build it with :meth:`apply`.

@@ -143,6 +143,8 @@ class Reproduction(abc.ABC):
     title: ClassVar[str]
     plot_curves: ClassVar[tuple[tuple[str, str], ...]]
     """``(curve name, axis label)`` per plot row; the plot has one column per setting."""
+    curve_scales: ClassVar[dict[str, str]] = {}
+    """y-axis scale of a plot row by curve name (``"log"``); rows not named are linear."""
     arm_labels: ClassVar[dict[str, str]] = {}
     table_metrics: ClassVar[tuple[str, ...]] = ()
     extra_row_label: ClassVar[str] = ""

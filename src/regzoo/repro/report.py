@@ -147,6 +147,7 @@ def plot_result(repro: Reproduction, result: Mapping[str, Any], path: Path) -> N
             if r == 0:
                 ax.set_title(setting)
             ax.set_xscale(axis[setting][2])
+            ax.set_yscale(repro.curve_scales.get(name, "linear"))
             if r == len(rows) - 1:
                 ax.set_xlabel(axis[setting][0])
         axes[r][0].set_ylabel(label)

@@ -297,6 +297,7 @@ class SORSAReproduction(Reproduction):
     plot_curves = (("target_accuracy", "target test accuracy"),
                    ("source_accuracy", "source test accuracy (forgetting)"),
                    ("ortho_error", "orthonormality error L_orth"))
+    curve_scales = {"ortho_error": "log"}
     arm_labels = {"full_ft": "full FT", "lora": "LoRA", "pissa": "PiSSA",
                   "sorsa": "SORSA (paper: decoupled γ)", "sorsa_loss": "SORSA (official: loss)",
                   "sorsa_g0": "SORSA γ = 0"}
