@@ -2,12 +2,14 @@
 
 ``regzoo.adapters.base`` wraps layers and gives the handle (merge, unmerge, remove, the
 trainable parameters, adapter-only state dicts); ``lowrank`` is LoRA/PiSSA/SORSA's rank-r update,
-``sparse`` SaRA's trained values on a chosen set of entries.
+``sparse`` SaRA's trained values on a chosen set of entries, ``masks`` mask tuning's learned binary
+masks (straight-through scores).
 Methods (SORSA, BA-LoRA, SaRA, mask tuning) build on these; see docs/architecture.md.
 """
 
 from regzoo.adapters.base import AdapterHandle, AdapterLayer, find_targets, wrap
 from regzoo.adapters.lowrank import LowRankHandle, LowRankLinear, apply_low_rank
+from regzoo.adapters.masks import BinaryMaskHandle, BinaryMaskLinear, apply_binary_masks, binarize
 from regzoo.adapters.sparse import (
     SparseHandle,
     SparseValueLinear,
@@ -20,12 +22,16 @@ from regzoo.adapters.sparse import (
 __all__ = [
     "AdapterHandle",
     "AdapterLayer",
+    "BinaryMaskHandle",
+    "BinaryMaskLinear",
     "LowRankHandle",
     "LowRankLinear",
     "SparseHandle",
     "SparseValueLinear",
+    "apply_binary_masks",
     "apply_low_rank",
     "apply_sparse",
+    "binarize",
     "find_targets",
     "select_below",
     "select_entries",

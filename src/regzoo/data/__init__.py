@@ -2,8 +2,8 @@
 
 Classification sources (scikit-learn's bundled digits, the offline ``mnist1d`` generator), the
 label-noise models the noisy-label papers use, batching that yields ``(x, y, index)``, multi-domain
-splits for domain generalization, a source/target pair for fine-tuning and forgetting, and the
-seeded linear-SEM simulator of the DAG papers.
+splits for domain generalization, a source/target pair for fine-tuning and forgetting, templated
+text tasks with held-out words, and the seeded linear-SEM simulator of the DAG papers.
 """
 
 from regzoo.data.batches import IndexedDataset, TensorBatches
@@ -25,6 +25,7 @@ from regzoo.data.noise import (
     symmetric_noise,
 )
 from regzoo.data.sem import LinearSEM, count_accuracy, is_dag, simulate_linear_sem
+from regzoo.data.text_tasks import TextTask, make_text_task, sentiment_task, topic_task
 from regzoo.data.transfer import Task, TransferPair, digits_transfer
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "NoisyLabels",
     "Task",
     "TensorBatches",
+    "TextTask",
     "TransferPair",
     "asymmetric_noise",
     "count_accuracy",
@@ -48,9 +50,12 @@ __all__ = [
     "leave_one_domain_out",
     "load_digits",
     "load_mnist1d",
+    "make_text_task",
     "pairflip_noise",
+    "sentiment_task",
     "simulate_linear_sem",
     "standardize",
     "symmetric_noise",
+    "topic_task",
     "training_domain_validation",
 ]
