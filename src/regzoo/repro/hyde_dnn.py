@@ -20,11 +20,11 @@ window / stride):
 * ``full``: C = 8; sixteen 64 × 64 × 31 cubes, 32² × 10-band crops, 250 steps of 8 crops;
   test 64 × 64 × 100; bands 10 / 8, space 40 / 24.
 
-The official QRNN3D width is C = 16; C = 8 quarters the cost so that the full
-training (250 Adam steps, learning rate ×0.1 after 80 % and 90 % of them) takes about 5 minutes
-on one idle core. The network starts as the identity (``QRNN3D(identity_init=True)``, see
-there): from PyTorch's default start, the quick training (30 steps) ended 3.5 dB *below*
-the noisy input.
+The official QRNN3D width is C = 16; C = 8 quarters the cost so that the full training (250
+Adam steps, learning rate ×0.1 after 80 % and 90 % of them) takes about 3.5 minutes of one core
+(measured: 216–226 s of process CPU per seed, training and inference). The network starts as
+the identity (``QRNN3D(identity_init=True)``, see there): from PyTorch's default start, the
+quick training (30 steps) ended 3.5 dB *below* the noisy input.
 
 **The test cube** (so the classical arms can score the same cube; :func:`transfer_test_cube`
 builds it)::
@@ -36,6 +36,17 @@ with ``TEST_CUBE_SEED_OFFSET = 500_000``, ``TEST_NOISE_SEED_OFFSET = 600_000``, 
 bands from the table, and :func:`~regzoo.data.hyperspectral.add_noise`'s default parameters
 (Gaussian: σ = 0.1). Training cubes use seeds ≥ 1 000 000
 (:data:`regzoo.methods.hyde.dnn.TRAIN_SEED_BASE`), so no test cube is ever trained on.
+
+**Measured** (full, seeds 0–2, mean ± SE; 2026-11-27, 2 shared cores, one thread): σ = 0.1
+Gaussian, noisy 20.01 dB → DNN 33.06 ± 0.14 dB (SSIM 0.89, SAM 2.13°), against FastHyDe
+41.70 ± 0.87, HyMiNoR 39.06 ± 0.05, HyRes 37.73 ± 0.12 on the same cubes; mixed noise, noisy
+16.32 dB → DNN 29.48 ± 0.29 dB (SSIM 0.79, SAM 3.31°), against FastHyDe 36.02 ± 0.41, HyMiNoR
+33.18 ± 0.19, HyRes 31.91 ± 0.16. At this scale the DNN loses to every classical method by
+2.4–8.6 dB: 250 steps of a width-8 network against methods built for exactly this low-rank,
+smooth cube. The band-count transfer shows no measurable cost: the seed-0 networks score 32.5 dB
+(Gaussian) and 29.4 dB (mixed) on a 31-band test cube, the training band count, and 32.9 /
+30.0 dB on the 100-band one; spatial windows of 40 / 24 pixels lose 0.07–0.08 dB against
+one 64-pixel window. Inference takes 7 s of CPU on 64 × 64 × 100 (FastHyDe: 6.5 s).
 """
 
 from __future__ import annotations
