@@ -7,7 +7,8 @@ implementation: wall and process-CPU seconds of one call (best of ``repeats``), 
 memory above the pre-call level (a 2 ms sampling thread, so short spikes may be missed; torch's
 CPU allocator does not report to tracemalloc), and the PSNR reached. "hyde/ours" > 1 means
 regzoo is faster (CPU time, the robust figure on a shared machine). hyde-images runs in
-float32 (as it expects), regzoo in float64 (numpy input). One process, one thread. L1HyMixDe
+float32 (as it expects), and so does regzoo here (a float32 tensor in; its noise regression and
+HySime run in float64 inside, as hyde-images' do). One process, one thread. L1HyMixDe
 (both) is skipped at 128³ unless ``--with-slow``: BM3D on 100 eigen-images of 128² takes
 minutes. Run: ``python benchmarks/hyde.py [--quick] [--sizes 64 128]`` or ``regzoo bench hyde``.
 """
@@ -88,6 +89,9 @@ def main() -> None:
     for size in sizes:
         clean = synthetic_cube(size, size, size, rank=5, seed=0)
         noisy = add_noise(clean, "gaussian", seed=0, sigma=0.1)
+        # Both implementations get the same float32 tensor (hyde-images computes in float32;
+        # regzoo keeps a torch input's dtype, with the noise regression in float64 inside).
+        noisy32 = torch.from_numpy(noisy.astype(np.float32))
         print(f"\n## {size}³ cube, Gaussian σ = 0.1 (noisy PSNR {psnr(clean, noisy):.2f} dB)\n")
         print("| method | ours wall s | ours CPU s | ours peak MiB | ours PSNR | hyde wall s | "
               "hyde CPU s | hyde peak MiB | hyde PSNR | hyde/ours CPU | ΔPSNR (ours − hyde) |")
@@ -99,7 +103,8 @@ def main() -> None:
                 continue
             runs = 1 if method in ("fasthyde", "l1hymixde") else repeats
             with threadpool_limits(1):
-                ours = measure(lambda m=method, x=noisy: run_ours(m, x, config), runs)
+                ours = measure(lambda m=method, x=noisy32: run_ours(m, x, config).double().numpy(),
+                               runs)
                 theirs = (measure(lambda m=method, x=noisy: run_peer(m, x, config), runs)
                           if peer else None)
             cells = [f"{ours['wall']:.3g}", f"{ours['cpu']:.3g}", f"{ours['peak_mib']:.0f}",

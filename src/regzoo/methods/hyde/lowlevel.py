@@ -31,7 +31,11 @@ NOISE_TYPES = ("additive", "poisson")
 
 
 def check_cube(value: object, name: str = "cube") -> tuple[torch.Tensor, ArrayKind]:
-    """Validate a rows×cols×bands cube and return a float64 working copy and its kind.
+    """Validate a rows×cols×bands cube and return a working copy and its kind.
+
+    The copy is float64 for numpy input and keeps a torch input's floating dtype (float32
+    stays float32, as hyde-images computes); the noise regression and HySime always run in
+    float64 inside.
 
     Raises ``ValueError`` for a wrong rank, NaN/inf, fewer than 2 bands or 4 pixels, or a
     constant band (the noise regression and per-band whitening divide by its variance).
@@ -40,7 +44,7 @@ def check_cube(value: object, name: str = "cube") -> tuple[torch.Tensor, ArrayKi
         raise ValueError(f"{name} must be rows×cols×bands (3 dimensions), got a 2-D array of "
                          f"shape {tuple(value.shape)}; add a band axis with x[..., None] for a "
                          "single band, or reshape a pixels×bands matrix to rows×cols×bands")
-    cube, kind = as_tensor(name, value, ndim=3, dtype=torch.float64)
+    cube, kind = as_tensor(name, value, ndim=3)
     rows, cols, bands = cube.shape
     if bands < 2 or rows * cols < 4:
         raise ValueError(f"{name} needs at least 2 bands and 4 pixels, got shape "
@@ -125,6 +129,9 @@ def estimate_noise(y: torch.Tensor, noise_type: str = "additive", *, ridge: floa
     estimate and ``R_w = W Wᵀ / N``.
     """
     check_choice("noise_type", noise_type, NOISE_TYPES)
+    if y.dtype != torch.float64:  # the L×L inverse needs double precision
+        w, r_w = estimate_noise(y.double(), noise_type, ridge=ridge)
+        return w.to(y.dtype), r_w.to(y.dtype)
     if noise_type == "poisson":
         root = torch.sqrt(torch.clamp(y, min=0.0))
         u, _ = estimate_noise(root, "additive", ridge=ridge)
@@ -144,6 +151,9 @@ def hysime(y: torch.Tensor, w: torch.Tensor, r_w: torch.Tensor) -> tuple[int, to
     negative costs and ``E_k`` their eigenvectors in increasing cost. As in ``hysime.m``,
     ``R_n`` gets ``trace(R_x)/L·10⁻⁵`` on its diagonal for conditioning.
     """
+    if y.dtype != torch.float64:
+        k, e = hysime(y.double(), w.double(), r_w.double())
+        return k, e.to(y.dtype)
     n = y.shape[1]
     x = y - w
     r_y = y @ y.T / n
@@ -159,8 +169,9 @@ def hysime(y: torch.Tensor, w: torch.Tensor, r_w: torch.Tensor) -> tuple[int, to
 
 def matrix_sqrt(sym: torch.Tensor, power: float = 0.5) -> torch.Tensor:
     """``sym^power`` of a symmetric positive semi-definite matrix, by eigendecomposition."""
-    vals, vecs = torch.linalg.eigh(sym)
-    return (vecs * torch.clamp(vals, min=torch.finfo(sym.dtype).tiny) ** power) @ vecs.T
+    vals, vecs = torch.linalg.eigh(sym.double())
+    root = (vecs * torch.clamp(vals, min=torch.finfo(torch.float64).tiny) ** power) @ vecs.T
+    return root.to(sym.dtype)
 
 
 @dataclass(frozen=True)
