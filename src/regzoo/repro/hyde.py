@@ -393,7 +393,10 @@ class HyDeReproduction(Reproduction):
             parts.append(
                 f"DNN transfer (transfer preset {config.dnn_size!r} of regzoo.repro.hyde_dnn): "
                 "scored on the same other-band-count test cube as the classical arms beside it; "
-                "its wall seconds are the sliding-window inference only (training excluded).")
+                "its wall seconds are the sliding-window inference only (training excluded). "
+                "The 'full' transfer size (250 steps, 64×64×100 test cube, ~3.5 CPU-minutes per "
+                "unit) is measured in regzoo.repro.hyde_dnn's docstring; there too the DNN stays "
+                "below FastHyDe, HyMiNoR and HyRes.")
         gaussian = aggregate.get("gaussian", {})
         if "pca_oracle" in gaussian:
             def mean_psnr(arm: str) -> float:
