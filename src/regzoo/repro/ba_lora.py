@@ -73,7 +73,15 @@ from regzoo.metrics import expected_calibration_error
 from regzoo.models import MLP
 from regzoo.models.causal_lm import CausalLMConfig, TinyCausalLM, next_token_loss
 from regzoo.repro.config import ReproConfig
-from regzoo.repro.protocol import Claim, Reproduction, Unit, UnitEnv, UnitResult, shared_once
+from regzoo.repro.protocol import (
+    Claim,
+    Reproduction,
+    Unit,
+    UnitEnv,
+    UnitResult,
+    shared_once,
+    summary_mean,
+)
 from regzoo.train import seed_everything, time_steps
 
 SETTINGS = ("nlu_digits", "nlg_toy")
@@ -688,9 +696,7 @@ class BALoRAReproduction(Reproduction):
 
     def note(self, config: BALoRAReproConfig, claim: dict[str, Any],
              aggregate: dict[str, Any]) -> str:
-        def mean(setting: str, arm: str, metric: str) -> float | None:
-            summary = aggregate.get(setting, {}).get(arm, {}).get(metric)
-            return None if summary is None else summary["mean"]
+        mean = functools.partial(summary_mean, aggregate)
 
         parts = []
         for setting in config.settings:

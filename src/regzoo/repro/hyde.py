@@ -57,7 +57,7 @@ from threadpoolctl import threadpool_limits
 from regzoo.core.checks import check_choice
 from regzoo.data.hyperspectral import NOISE_KINDS, add_noise, psnr, sam, ssim, synthetic_cube
 from regzoo.repro.config import ReproConfig
-from regzoo.repro.protocol import Claim, Reproduction, Unit, UnitEnv, UnitResult
+from regzoo.repro.protocol import Claim, Reproduction, Unit, UnitEnv, UnitResult, summary_text
 
 OURS = ("hyres", "forpdn", "hyminor", "wsrrr", "otvca", "fasthyde", "l1hymixde")
 BM3D_ARMS = ("fasthyde", "l1hymixde")
@@ -360,12 +360,7 @@ class HyDeReproduction(Reproduction):
     def note(self, config: HyDeReproConfig, claim: dict[str, Any],
              aggregate: dict[str, Any]) -> str:
         def cell(setting: str, arm: str, metric: str, fmt: str = ".2f") -> str:
-            value = aggregate.get(setting, {}).get(arm, {}).get(metric)
-            if value is None or value["mean"] is None:
-                return "–"
-            se = value.get("se")
-            plain = se is None or se != se
-            return f"{value['mean']:{fmt}}" + ("" if plain else f" ± {se:{fmt}}")
+            return summary_text(aggregate, setting, arm, metric, fmt)
 
         parts = []
         for setting in _settings(config):

@@ -105,6 +105,24 @@ class UnitEnv:
     workdir: str
 
 
+def summary_mean(aggregate: dict[str, Any], setting: str, arm: str, metric: str
+                 ) -> float | None:
+    """The mean over seeds of ``metric`` for ``arm`` in ``setting``; None when not measured."""
+    summary = aggregate.get(setting, {}).get(arm, {}).get(metric)
+    return None if summary is None else summary["mean"]
+
+
+def summary_text(aggregate: dict[str, Any], setting: str, arm: str, metric: str,
+                 fmt: str = ".3g") -> str:
+    """``"mean ± SE"`` of ``metric`` for a note ("–" when not measured; no SE from one seed)."""
+    summary = aggregate.get(setting, {}).get(arm, {}).get(metric)
+    if summary is None or summary["mean"] is None:
+        return "–"
+    se = summary.get("se")
+    plain = se is None or se != se
+    return f"{summary['mean']:{fmt}}" + ("" if plain else f" ± {se:{fmt}}")
+
+
 def shared_once(workdir: str, name: str, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """Run ``compute`` once per run folder and cache its JSON result as ``<workdir>/<name>.json``.
 

@@ -27,6 +27,7 @@ many are correct, and their summed confidence; bin accuracy = correct / count).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -42,7 +43,7 @@ from regzoo.metrics import classification_metrics, predict_logits
 from regzoo.models import MLP
 from regzoo.repro.common import IndexedCrossEntropy
 from regzoo.repro.config import ReproConfig
-from regzoo.repro.protocol import Claim, Reproduction, Unit, UnitEnv, UnitResult
+from regzoo.repro.protocol import Claim, Reproduction, Unit, UnitEnv, UnitResult, summary_mean
 from regzoo.train import fit, seed_everything, time_criteria
 
 ARMS = ("ce", "ls", "pskd", "pskd_elr")
@@ -290,9 +291,7 @@ class PSKDReproduction(Reproduction):
 
     def note(self, config: PSKDReproConfig, claim: dict[str, Any],
              aggregate: dict[str, Any]) -> str:
-        def mean(setting: str, arm: str, metric: str) -> float | None:
-            summary = aggregate.get(setting, {}).get(arm, {}).get(metric)
-            return None if summary is None else summary["mean"]
+        mean = functools.partial(summary_mean, aggregate)
 
         parts = []
         for setting in config.settings:

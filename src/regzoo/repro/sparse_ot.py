@@ -46,7 +46,7 @@ from torch import nn
 from regzoo.data import load_digits
 from regzoo.methods.sparse_ot import SparseMoE, SparseOTRouter, sparsity_constrained_ot
 from regzoo.repro.config import ReproConfig
-from regzoo.repro.protocol import Claim, Reproduction, Unit, UnitEnv, UnitResult
+from regzoo.repro.protocol import Claim, Reproduction, Unit, UnitEnv, UnitResult, summary_text
 
 BASELINES = ("emd", "sinkhorn_e2", "sinkhorn_e1", "quadratic")
 ROUTERS = ("sparse_ot", "top1", "sinkhorn")
@@ -400,12 +400,7 @@ class SparseOTReproduction(Reproduction):
     def note(self, config: SparseOTReproConfig, claim: dict[str, Any],
              aggregate: dict[str, Any]) -> str:
         def cell(setting: str, arm: str, metric: str, fmt: str = ".3g") -> str:
-            value = aggregate.get(setting, {}).get(arm, {}).get(metric)
-            if value is None or value["mean"] is None:
-                return "–"
-            se = value.get("se")
-            plain = se is None or se != se
-            return f"{value['mean']:{fmt}}" + ("" if plain else f" ± {se:{fmt}}")
+            return summary_text(aggregate, setting, arm, metric, fmt)
 
         parts = []
         for setting in _ot_settings(config):
