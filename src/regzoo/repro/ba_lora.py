@@ -184,6 +184,37 @@ def _cosine_adamw(params: Sequence[nn.Parameter], lr: float, total_steps: int
     return optimizer, scheduler
 
 
+def _train(handle: BALoRA | None, optimizer: torch.optim.Optimizer, scheduler: Any, n: int,
+           batch_loss: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+           evaluate: Callable[[], dict[str, float]], *, epochs: int, batch_size: int, seed: int,
+           curves_every_epoch: bool, log: Callable[[dict[str, float]], None] | None
+           ) -> dict[str, list[float]]:
+    """Epochs of shuffled minibatches; BA-LoRA's terms join the task loss when ``handle`` is set.
+
+    ``batch_loss(indices)`` returns (logits, task loss, inputs); ``evaluate()`` runs after every
+    epoch (or only the last unless ``curves_every_epoch``) and its records form the curves.
+    """
+    order = torch.Generator().manual_seed(seed)
+    curves: dict[str, list[float]] = {}
+    for epoch in range(epochs):
+        for batch in torch.randperm(n, generator=order).split(batch_size):
+            logits, loss, inputs = batch_loss(batch)
+            if handle is not None:
+                loss = loss + handle.regularizer(logits, inputs=inputs).total
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+        if not curves_every_epoch and epoch + 1 < epochs:
+            continue
+        record = evaluate()
+        for name, value in record.items():
+            curves.setdefault(name, []).append(value)
+        if log is not None:
+            log(record)
+    return curves
+
+
 def _adapt(arm: str, model: nn.Module, *, rank: int, task: str,
            weights: tuple[float, float, float], targets: Sequence[str] | None
            ) -> tuple[list[nn.Parameter], BALoRA | None]:
@@ -337,9 +368,6 @@ def train_nlu(config: BALoRAReproConfig, arm: str, seed: int, workdir: str, *, l
     x, y = data.target_train
     steps_per_epoch = math.ceil(x.shape[0] / config.batch_size)
     optimizer, scheduler = _cosine_adamw(params, lr, config.nlu_epochs * steps_per_epoch)
-    g = torch.Generator().manual_seed(seed)
-    curves: dict[str, list[float]] = {}
-
     def evaluate() -> dict[str, float]:
         model.eval()
         with torch.no_grad():
@@ -358,23 +386,13 @@ def train_nlu(config: BALoRAReproConfig, arm: str, seed: int, workdir: str, *, l
         model.train()
         return out
 
-    for epoch in range(config.nlu_epochs):
-        for batch in torch.randperm(x.shape[0], generator=g).split(config.batch_size):
-            logits = model(x[batch])
-            loss = F.cross_entropy(logits, y[batch])
-            if handle is not None:
-                loss = loss + handle.regularizer(logits, inputs=x[batch]).total
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-        if not curves_every_epoch and epoch + 1 < config.nlu_epochs:
-            continue
-        record = evaluate()
-        for name, value in record.items():
-            curves.setdefault(name, []).append(value)
-        if log is not None:
-            log(record)
+    def batch_loss(batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        logits = model(x[batch])
+        return logits, F.cross_entropy(logits, y[batch]), x[batch]
+
+    curves = _train(handle, optimizer, scheduler, x.shape[0], batch_loss, evaluate,
+                    epochs=config.nlu_epochs, batch_size=config.batch_size, seed=seed,
+                    curves_every_epoch=curves_every_epoch, log=log)
     model.eval()
     with torch.no_grad():
         xt, yt = data.target_test["mix"]
@@ -490,9 +508,7 @@ def train_nlg(config: BALoRAReproConfig, arm: str, seed: int, workdir: str, *, l
     bs = config.nlg_batch_size
     optimizer, scheduler = _cosine_adamw(params, lr,
                                          config.nlg_epochs * math.ceil(tokens.shape[0] / bs))
-    g = torch.Generator().manual_seed(seed)
     grammar = data.grammar
-    curves: dict[str, list[float]] = {}
 
     def evaluate() -> dict[str, float]:
         model.eval()
@@ -510,24 +526,14 @@ def train_nlg(config: BALoRAReproConfig, arm: str, seed: int, workdir: str, *, l
         model.train()
         return out
 
-    for epoch in range(config.nlg_epochs):
-        for batch in torch.randperm(tokens.shape[0], generator=g).split(bs):
-            x = tokens[batch]
-            logits = model(x)
-            loss = next_token_loss(logits, x)
-            if handle is not None:
-                loss = loss + handle.regularizer(logits, inputs=x).total
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-        if not curves_every_epoch and epoch + 1 < config.nlg_epochs:
-            continue
-        record = evaluate()
-        for name, value in record.items():
-            curves.setdefault(name, []).append(value)
-        if log is not None:
-            log(record)
+    def batch_loss(batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x = tokens[batch]
+        logits = model(x)
+        return logits, next_token_loss(logits, x), x
+
+    curves = _train(handle, optimizer, scheduler, tokens.shape[0], batch_loss, evaluate,
+                    epochs=config.nlg_epochs, batch_size=bs, seed=seed,
+                    curves_every_epoch=curves_every_epoch, log=log)
     final = {name: values[-1] for name, values in curves.items()}
     final["pretrained_source_loss"] = info["source_loss"]
     final["pretrained_source_accuracy"] = info["source_accuracy"]
