@@ -162,7 +162,9 @@ def plot_result(repro: Reproduction, result: Mapping[str, Any], path: Path) -> N
                 ax.axis("off")
         axes[-1][0].set_ylabel(repro.extra_row_label)
     n = result["claim"]["observed"]["n"]
-    fig.suptitle(f"{result['run']['slug']}: mean ± SE over {n} seeds", fontsize=10)
+    # Settings may run different seed counts; each claim in result.md states its own.
+    fig.suptitle(f"{result['run']['slug']}: mean ± SE over seeds (headline claim: {n})",
+                 fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, metadata={"Software": None})
