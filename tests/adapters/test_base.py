@@ -122,9 +122,19 @@ def test_half_precision_base_keeps_float32_adapter_parameters():
     assert layer(torch.randn(3, 8, dtype=torch.bfloat16)).dtype == torch.bfloat16
 
 
-def test_wrapping_a_non_linear_module_is_a_type_error():
+class _Zero(AdapterLayer):
+    def delta_weight(self):
+        return torch.zeros_like(self.weight_matrix())
+
+
+def test_wrapping_a_non_linear_module_is_a_type_error_and_the_base_is_abstract():
     with pytest.raises(TypeError, match=r"nn\.Linear"):
-        AdapterLayer(nn.ReLU())
+        _Zero(nn.ReLU())
+    with pytest.raises(TypeError, match="abstract"):
+        AdapterLayer(nn.Linear(3, 2))
+    layer = _Zero(nn.Linear(3, 2))
+    x = torch.randn(4, 3)
+    torch.testing.assert_close(layer(x), layer.base(x))
 
 
 def test_a_rank_too_large_for_one_layer_leaves_the_model_untouched():

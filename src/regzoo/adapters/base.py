@@ -14,6 +14,7 @@ latency), unmerges it, and removes the wrappers. It depends on nothing outside P
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable, Iterable, Sequence
 from fnmatch import fnmatch
 
@@ -31,7 +32,7 @@ def is_linear_like(module: nn.Module) -> bool:
     return isinstance(module, nn.Linear) or is_transposed_linear(module)
 
 
-class AdapterLayer(nn.Module):
+class AdapterLayer(nn.Module, abc.ABC):
     """One wrapped linear layer: the frozen ``base`` plus a trainable update ``ΔW``.
 
     Subclasses create their parameters in ``__init__``, implement :meth:`delta_weight` (the
@@ -69,8 +70,9 @@ class AdapterLayer(nn.Module):
             stored = matrix.t() if self.transposed else matrix
             self.base.weight.copy_(stored.to(self.base.weight.dtype))
 
+    @abc.abstractmethod
     def delta_weight(self) -> torch.Tensor:
-        raise NotImplementedError
+        """The dense update ΔW, shape (out, in), differentiable in the adapter's parameters."""
 
     def adapter_forward(self, x: torch.Tensor) -> torch.Tensor:
         """The update's contribution ``x ΔWᵀ``; the dense product unless a subclass does better."""
