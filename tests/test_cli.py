@@ -13,6 +13,25 @@ def test_list_shows_all_27_papers(capsys):
     assert "elr" in out and "27 methods" in out and "planned" in out
 
 
+def test_list_and_info_show_every_claim_and_staleness(tmp_path, monkeypatch, capsys):
+    result = {"run": {"slug": "elr", "config": {}, "seeds": [0], "command": "x",
+                      "created_at": "2026-12-01T00:00:00"},
+              "claim": {"verdict": "reproduced", "metric": "m", "setting": "s",
+                        "observed": {"mean_effect": 0.1, "se": 0.01, "n": 5}},
+              "secondary_claims": [{"verdict": "not_reproduced"}, {"verdict": "inconclusive"}]}
+    (tmp_path / "elr").mkdir()
+    (tmp_path / "elr" / "result.json").write_text(json.dumps(result))
+    monkeypatch.setenv("REGZOO_RESULTS", str(tmp_path))
+    assert main(["list", "--pattern", "elr"]) == 0
+    assert "reproduced · claims 1✓ 1✗ 1? · stale" in capsys.readouterr().out
+    assert main(["list", "--json", "--pattern", "elr"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["claims"] == {"reproduced": 1, "not_reproduced": 1, "inconclusive": 1}
+    assert row["stale"] and row["status"] == "reproduced"
+    assert main(["info", "elr"]) == 0
+    assert "changed since it ran: <dirty>, <no fingerprint>" in capsys.readouterr().out
+
+
 def test_list_json_is_machine_readable(capsys):
     assert main(["list", "--json", "--kind", "criterion"]) == 0
     rows = json.loads(capsys.readouterr().out)
@@ -72,6 +91,7 @@ def test_repro_of_a_planned_method_says_it_is_planned(capsys):
         (["repro", "elr", "--tiny", "--set", "lr=nan"], "lr must be finite"),
         (["repro", "elr", "--tiny", "--seeds", "-1"], "non-negative"),
         (["report", "--results", "does-not-exist"], "does not exist"),
+        (["repro", "elr", "--tiny", "--reuse-stale"], "--resume"),
     ],
 )
 def test_more_user_errors_are_one_line(argv, message, capsys, tmp_path, monkeypatch):

@@ -16,20 +16,33 @@ from regzoo.registry import KINDS, MethodCard, card, cards, results_dir
 
 def _cmd_list(args: argparse.Namespace) -> int:
     selected = cards(kind=args.kind, pattern=args.pattern)
+    lines = {c.slug: c.status_line() for c in selected}
     if args.json:
         rows = [{"slug": c.slug, "kind": c.kind, "title": c.paper.title, "year": c.paper.year,
                  "arxiv": c.paper.arxiv, "code": c.paper.code_url, "status": c.status,
-                 "claim": c.paper.claim} for c in selected]
+                 "status_line": lines[c.slug], "claims": _claim_counts(c),
+                 "stale": lines[c.slug].endswith("· stale"), "claim": c.paper.claim}
+                for c in selected]
         print(json.dumps(rows, indent=2))
         return 0
     width = max(len(c.slug) for c in selected) if selected else 4
-    print(f"{'slug':<{width}}  {'kind':<10} {'status':<15} year  title")
+    status_width = max(len(s) for s in lines.values()) if lines else 6
+    print(f"{'slug':<{width}}  {'kind':<10} {'status':<{status_width}} year  title")
     for c in selected:
-        title = c.paper.title if len(c.paper.title) <= 70 else c.paper.title[:67] + "..."
-        print(f"{c.slug:<{width}}  {c.kind:<10} {c.status:<15} {c.paper.year}  {title}")
+        title = c.paper.title if len(c.paper.title) <= 60 else c.paper.title[:57] + "..."
+        print(f"{c.slug:<{width}}  {c.kind:<10} {lines[c.slug]:<{status_width}} "
+              f"{c.paper.year}  {title}")
     counts = {s: sum(c.status == s for c in selected) for s in {c.status for c in selected}}
     print(f"\n{len(selected)} methods: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
     return 0
+
+
+def _claim_counts(c: MethodCard) -> dict[str, int] | None:
+    """Every claim of the committed result counted by verdict (None without one)."""
+    from regzoo.repro.claims import claim_counts
+
+    result = c.last_result() if c.implemented else None
+    return None if result is None or "claim" not in result else claim_counts(result)
 
 
 def _card_text(c: MethodCard) -> str:
@@ -37,7 +50,7 @@ def _card_text(c: MethodCard) -> str:
     lines = [
         f"{c.slug} — {p.title}",
         f"  {p.venue} ({p.year}); arXiv {p.arxiv or '—'}; official code {p.code_url or '—'}",
-        f"  kind: {c.kind}; status: {c.status}",
+        f"  kind: {c.kind}; status: {c.status_line()}",
     ]
     if c.implemented:
         lines += [f"  object: {c.target}", f"  method: {c.summary}", f"  equation: {c.equation}"]
@@ -58,6 +71,11 @@ def _card_text(c: MethodCard) -> str:
                      f" ± {number(obs['se'])} (SE, n={obs['n']}) on {claim['metric']} "
                      f"({claim['setting']}), {result['run']['created_at']}")
         lines.append(f"  command: {result['run']['command']}")
+        from regzoo.repro.runner import result_changes
+
+        changes = result_changes(result)
+        if changes:
+            lines.append("  stale: re-run it; changed since it ran: " + ", ".join(changes))
     elif c.implemented:
         lines.append(f"  no committed full run yet: regzoo repro {c.slug} --full")
     return "\n".join(lines)
@@ -79,6 +97,7 @@ def _parse_sets(items: Sequence[str]) -> dict[str, str]:
 
 
 def _cmd_repro(args: argparse.Namespace) -> int:
+    from regzoo.repro.claims import MIN_SEEDS, status_line
     from regzoo.repro.report import VERDICT_MARK, result_markdown
     from regzoo.repro.runner import load_reproduction, run_reproduction
 
@@ -87,6 +106,7 @@ def _cmd_repro(args: argparse.Namespace) -> int:
         args.slug, mode, seeds=args.seeds, overrides=_parse_sets(args.set),
         device=args.device, out=args.out, resume=args.resume, jobs=args.jobs,
         command="regzoo " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        allow_dirty=args.allow_dirty, reuse_stale=args.reuse_stale,
     )
     if "out" not in result["run"]:
         return 0
@@ -94,7 +114,12 @@ def _cmd_repro(args: argparse.Namespace) -> int:
     print(f"artefacts: {result['run']['out']}" + (
         f" (and {result['run']['results_dir']})" if "results_dir" in result["run"] else ""))
     verdict = result["claim"]["verdict"]
-    print(f"verdict: {VERDICT_MARK[verdict]}")
+    if result["run"]["smoke"]:
+        reference = result["run"]["committed_status"]
+        print(f"smoke run ({len(result['run']['seeds'])} seeds < {MIN_SEEDS}): no verdict"
+              + (f"; committed full result: {reference}" if reference else ""))
+        return 1 if args.strict else 0
+    print(f"verdict: {VERDICT_MARK[verdict]} ({status_line(result)})")
     return 1 if args.strict and verdict != "reproduced" else 0
 
 
@@ -111,8 +136,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    from regzoo.repro.claims import MIN_SEEDS
     from regzoo.repro.report import build_results_index
-    from regzoo.repro.runner import load_reproduction, render_artefacts
+    from regzoo.repro.runner import judge, load_reproduction, render_artefacts
     from regzoo.train.checkpoint import atomic_write_bytes
 
     root = Path(args.results) if args.results else results_dir()
@@ -123,8 +149,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
             result = json.loads(path.read_text())
             repro = load_reproduction(path.parent.name)
             config = repro.config_type.from_dict(result["run"]["config"])
-            result["claim"]["note"] = repro.note(config, result["claim"],
-                                                 result["metrics"]["aggregate"])
+            result.update(judge(repro, config, result["metrics"]["per_seed"]))
+            result["run"].setdefault("smoke", len(result["run"]["seeds"]) < MIN_SEEDS)
             render_artefacts(repro, result, path.parent)
             print(f"rendered {path.parent}")
     text = build_results_index(root)
@@ -167,7 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a config field (repeatable), e.g. --set epochs=50")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:K")
     p.add_argument("--out", help="output folder (default runs/<slug>/<mode>-<time>)")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run (units whose code changed are re-run)")
+    p.add_argument("--reuse-stale", action="store_true",
+                   help="with --resume: keep units computed with other code (result: mixed)")
+    p.add_argument("--allow-dirty", action="store_true",
+                   help="let --full run from uncommitted source (result: dirty)")
     p.add_argument("--jobs", type=_positive_int,
                    help="parallel processes (default: number of cores)")
     p.add_argument("--strict", action="store_true", help="exit 1 unless the claim reproduces")
@@ -181,8 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="rebuild results/README.md from committed results")
     p.add_argument("--results", help="results folder (default: the checkout's results/)")
     p.add_argument("--render", action="store_true",
-                   help="also rewrite each result's note, result.md and plot from its "
-                   "result.json (after a change of the report code; no training)")
+                   help="also re-judge each result's claims with the current claim code and "
+                   "verdict rule and rewrite its note, result.md and plot from its "
+                   "result.json (no training; a stale result stays stale)")
     p.set_defaults(func=_cmd_report)
     return parser
 

@@ -79,6 +79,20 @@ class MethodCard:
             return None
         return json.loads(path.read_text())
 
+    def status_line(self) -> str:
+        """What ``regzoo list`` shows: the status, and for a committed result every claim.
+
+        ``reproduced · claims 3✓ 2✗ 4?``, with `` · stale`` when the result's code fingerprint
+        no longer matches the code (or it ran dirty or mixed).
+        """
+        result = self.last_result() if self.implemented else None
+        if result is None or "run" not in result or "verdict" not in result.get("claim", {}):
+            return self.status
+        from regzoo.repro.claims import status_line
+        from regzoo.repro.runner import result_changes
+
+        return status_line(result) + (" · stale" if result_changes(result) else "")
+
     @property
     def status(self) -> str:
         """``planned``, ``implemented``, or the committed full run's verdict."""

@@ -109,3 +109,20 @@ def test_sigmoid_ramp_matches_temporal_ensembling_shape():
     assert ramp(50) == pytest.approx(2.0 * float(torch.exp(torch.tensor(-1.25))))
     assert SigmoidRamp(3.0, length=0)(0) == 3.0
     assert Cosine(1.0, 0.0, 10)(5) == pytest.approx(0.5)
+
+
+def test_warmup_cosine_ramps_linearly_then_follows_the_cosine():
+    from regzoo.core.schedules import WarmupCosine
+
+    schedule = WarmupCosine(warmup=4, length=14)
+    assert [schedule(t) for t in range(4)] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert schedule(4) == pytest.approx(1.0)
+    assert schedule(9) == pytest.approx(0.5)        # halfway through the 10 decay steps
+    assert schedule(14) == pytest.approx(0.0) and schedule(100) == pytest.approx(0.0)
+    plain = WarmupCosine(warmup=0, length=10, end=0.1)
+    assert plain(0) == pytest.approx(1.0) and plain(10) == pytest.approx(0.1)
+    assert plain(5) == pytest.approx(0.55)
+    with pytest.raises(ValueError, match="warmup must be shorter"):
+        WarmupCosine(warmup=10, length=10)
+    with pytest.raises(ValueError, match="length"):
+        WarmupCosine(warmup=0, length=0)

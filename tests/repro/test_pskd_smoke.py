@@ -29,7 +29,9 @@ def test_tiny_run_writes_valid_artefacts_with_every_arm_and_setting(tiny_run):
     for setting in config.settings:
         assert set(aggregate[setting]) == set(ARMS)
     assert result["claim"]["verdict"] == "inconclusive"  # one seed cannot decide
-    assert result["claim"]["setting"] == "digits_sym40"
+    assert (result["claim"]["setting"], result["claim"]["margin"]) == ("mnist1d", 0.005)
+    secondary = {(c["setting"], c["baseline"]) for c in result["secondary_claims"]}
+    assert secondary == {("digits_sym40", "ce"), ("mnist1d", "ls")}
     assert result["timing"]["pskd_over_ce"] > 0
     lines = (out / "progress.jsonl").read_text().splitlines()
     assert len(lines) == len(ARMS) * (config.digits_epochs + config.mnist1d_epochs)

@@ -25,8 +25,10 @@ def test_tiny_run_writes_valid_artefacts_with_every_arm(tiny_run):
     aggregate = result["metrics"]["aggregate"]["digits"]
     assert set(aggregate) == set(ARMS)
     assert result["claim"]["verdict"] == "inconclusive"  # one seed cannot decide
-    assert [c["method"] for c in result["secondary_claims"]] == ["sara", "smallest", "smallest",
-                                                              "sara", "sara"]
+    assert (result["claim"]["baseline"], result["claim"]["margin"]) == ("full_ft", 0.0)
+    assert [(c["method"], c["baseline"]) for c in result["secondary_claims"]] == [
+        ("sara", "lora"), ("sara", "lora"), ("smallest", "random"), ("smallest", "largest"),
+        ("sara", "sara_no_nuclear"), ("sara", "sara_no_progressive")]
     assert result["timing"]["sara_over_lora"] > 0
     assert "Premise" in result["claim"]["note"]
 
@@ -62,7 +64,7 @@ def test_learning_rate_choice_and_matched_accuracy_rules():
 def test_config_is_validated():
     with pytest.raises(ValueError, match="arms"):
         SaRAReproConfig(arms=("sara", "adalora"))
-    with pytest.raises(ValueError, match="'sara' and 'lora'"):
+    with pytest.raises(ValueError, match="'sara', 'full_ft' and 'lora'"):
         SaRAReproConfig(arms=("sara", "random"))
     with pytest.raises(ValueError, match="lr_grid"):
         SaRAReproConfig(lr_grid=(1e-2, 1e-3))

@@ -2,7 +2,9 @@
 
 A schedule is any callable ``f(t) -> float``. These are the shapes the papers use: constant
 weights, linear warm-up, the sigmoid ramp-up of temporal ensembling that ELR+ uses for λ and for
-its weight-averaging decay (Laine & Aila, 2017: ``exp(-5 (1 - t/T)^2)``), and cosine decay.
+its weight-averaging decay (Laine & Aila, 2017: ``exp(-5 (1 - t/T)^2)``), cosine decay, and the
+fine-tuning recipes' learning-rate factor: linear warm-up, then cosine decay
+(:class:`WarmupCosine`, for ``torch.optim.lr_scheduler.LambdaLR``).
 """
 
 from __future__ import annotations
@@ -77,6 +79,36 @@ class Cosine:
     def __call__(self, t: int) -> float:
         phase = min(max(t, 0) / self.length, 1.0)
         return self.end + (self.start - self.end) * 0.5 * (1.0 + math.cos(math.pi * phase))
+
+
+@dataclass(frozen=True)
+class WarmupCosine:
+    """A learning-rate factor: ``(t + 1) / warmup`` for t < warmup, then cosine from 1 to ``end``.
+
+    ``w(t) = end + (1 − end) · (1 + cos(π · min(t − warmup, T − warmup) / (T − warmup))) / 2``
+    with T = ``length`` (the total steps): the shape of transformers'
+    ``get_cosine_schedule_with_warmup`` that the fine-tuning papers' trainers use. ``warmup = 0``
+    is plain cosine decay. Use it as ``LambdaLR(optimizer, WarmupCosine(warmup, steps))``.
+    """
+
+    warmup: int
+    length: int
+    end: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_positive_int("length", self.length)
+        check_positive_int("warmup", self.warmup, minimum=0)
+        if self.warmup >= self.length:
+            raise ValueError(f"warmup must be shorter than length, got warmup={self.warmup} and "
+                             f"length={self.length}")
+        check_real("end", self.end)
+
+    def __call__(self, t: int) -> float:
+        if t < self.warmup:
+            return (max(t, 0) + 1) / self.warmup
+        span = self.length - self.warmup
+        phase = min(t - self.warmup, span) / span
+        return self.end + (1.0 - self.end) * 0.5 * (1.0 + math.cos(math.pi * phase))
 
 
 def as_schedule(weight: float | Schedule, name: str = "weight") -> Schedule:

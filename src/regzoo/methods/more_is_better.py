@@ -302,13 +302,15 @@ def _rf(lam: np.ndarray, v2: np.ndarray, n: float, k: float, ridge: float) -> di
     equation="n = Σλ/(λ+γ) + δ/κ, k = Σλ/(λ+γ) + kκ/γ; E_te = Ω(Σ b_i v_i² + σ²), "
     "Ω = 1/(1−x), x = (q(k−2z)+z²)/(n(k−q)); E_tr = (δ/(nκ))² E_te",
     defaults=(
-        Default("alpha", PAPER_ALPHA, "official scripts/rf-gaussian.py"),
-        Default("beta", PAPER_BETA, "official scripts/rf-gaussian.py"),
-        Default("noise", PAPER_NOISE, "official scripts/rf-gaussian.py"),
-        Default("num_modes", PAPER_MODES, "official scripts/rf-gaussian.py"),
+        Default("k", math.inf, "paper §3: k = ∞ is kernel ridge regression"),
+        Default("ridge", 0.0, "paper §4: the ridgeless limit"),
+        Default("noise", 0.0, "paper eq. 5: a noiseless target unless σ² is given"),
     ),
     variants=("random features (finite k)", "kernel ridge regression (k = ∞)",
-              "optimal ridge", "Monte-Carlo simulator"),
+              "optimal ridge", "Monte-Carlo simulator",
+              f"the paper's task (official scripts/rf-gaussian.py, powerlaw_task): λ_i = "
+              f"i^-{PAPER_ALPHA}, v_i² = i^-{PAPER_BETA}, σ² = {PAPER_NOISE}, "
+              f"{PAPER_MODES} modes"),
 )
 def rf_risk(eigenvalues: ArrayLike, coefficients: ArrayLike, n: float, k: float = math.inf,
             ridge: float = 0.0, noise: float = 0.0) -> EigenframeworkRisk:

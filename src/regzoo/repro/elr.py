@@ -83,7 +83,7 @@ class ELRReproConfig(ReproConfig):
 
     @classmethod
     def quick(cls) -> ELRReproConfig:
-        return cls(seeds=(0, 1, 2), noises=("sym40",), arms=("ce", "elr"))
+        return cls(seeds=(0, 1, 2, 3, 4), noises=("sym40",), arms=("ce", "elr"))
 
     @classmethod
     def full(cls) -> ELRReproConfig:

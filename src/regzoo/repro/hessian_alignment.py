@@ -20,8 +20,11 @@ Arms: ``erm`` (no penalty); ``irm`` (IRMv1, mean over domains); ``vrex`` (V-REx,
 per-example head gradients, sum over domains); ``hgp`` and ``hutchinson`` (the CMNIST recipe:
 α = β = 1, sum over domains, averages not detached; Hutchinson with ``probes`` = 10 Rademacher
 probes shared by the domains, instead of the CMNIST script's 150 fresh probes per domain and
-DomainBed's 300). The derived arm ``best_baseline`` is, per seed, the baseline
-(IRM, V-REx, CORAL, Fishr) with the highest mean test accuracy over seeds, per setting.
+DomainBed's 300). The derived arm ``best_baseline`` is the strongest baseline (IRM, V-REx, CORAL,
+Fishr), per setting: chosen seed by seed by training-domain validation accuracy where the units
+have it (rotated digits), else the one with the highest mean test accuracy over seeds (Colored
+MNIST, whose official protocol has no validation split). The headline is the paper's own
+comparative claim: HGP at least as accurate as that best baseline on Colored MNIST.
 
 Rotated digits, leave one domain out (setting ``rotated_digits``, ``full`` preset; spec §5's
 secondary suite, DomainBed's protocol): :func:`regzoo.data.domains.digits_domains` splits the
@@ -129,6 +132,10 @@ class HAReproConfig(ReproConfig):
         if not self.arms or any(a not in ARMS for a in self.arms) or "erm" not in self.arms:
             raise ValueError(f"arms must be a subset of {ARMS} that includes 'erm', got "
                              f"{self.arms}")
+        if "hgp" not in self.arms or not any(a in self.arms for a in BASELINES):
+            raise ValueError(f"arms must include 'hgp' and at least one baseline of {BASELINES}"
+                             f" (the headline compares HGP with the best of them), got "
+                             f"{self.arms}")
         if self.loo_angles and (len(self.loo_angles) < 3
                                 or len(set(self.loo_angles)) != len(self.loo_angles)
                                 or any(a not in LOO_ANGLES for a in self.loo_angles)):
@@ -149,7 +156,7 @@ class HAReproConfig(ReproConfig):
 
     @classmethod
     def quick(cls) -> HAReproConfig:
-        return cls(seeds=(0, 1), arms=("erm", "hgp"))
+        return cls(seeds=(0, 1), arms=("erm", "irm", "vrex", "coral", "fishr", "hgp"))
 
     @classmethod
     def full(cls) -> HAReproConfig:
@@ -191,19 +198,30 @@ def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
         return float(((model(x).reshape(-1) > 0).float() == y).float().mean())
 
 
+def _on(domains: Sequence[Domain], device: torch.device) -> list[Domain]:
+    """The domains with their tensors on ``device``."""
+    return [dataclasses.replace(d, x=d.x.to(device), y=d.y.to(device)) for d in domains]
+
+
 def train_cmnist(config: HAReproConfig, arm: str, suite: DomainSuite, seed: int,
-                 evaluate: bool = True) -> tuple[nn.Module, dict[str, list[float]]]:
-    """Train one arm with the official Colored-MNIST recipe; return the model and curves."""
+                 evaluate: bool = True, device: torch.device | str = "cpu"
+                 ) -> tuple[nn.Module, dict[str, list[float]]]:
+    """Train one arm with the official Colored-MNIST recipe on ``device``; model and curves.
+
+    Initialisation and the Hutchinson probes come from CPU generators, so a seed draws the same
+    model and probes on any device.
+    """
     seed_everything(seed)
-    model = build_model(suite.num_features, config.hidden)
+    model = build_model(suite.num_features, config.hidden).to(device)
     penalty = build_penalty(arm, model.head, config.probes)
     if isinstance(penalty, HessianAlignment):
         penalty.generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     schedule = PenaltySchedule(config.anneal_steps, config.penalty_weight)
-    xs = [d.x for d in suite.train]
-    ys = [d.y for d in suite.train]
-    test = suite.test[0]
+    train = _on(suite.train, torch.device(device))
+    xs = [d.x for d in train]
+    ys = [d.y for d in train]
+    (test,) = _on(suite.test[:1], torch.device(device))
     curves: dict[str, list[float]] = {"test_accuracy": [], "train_accuracy": []}
     for step in range(config.steps):
         features = [model.features(x) for x in xs]
@@ -244,20 +262,24 @@ def _multiclass_accuracy(model: nn.Module, domain: Domain) -> float:
         return float((model(domain.x).argmax(1) == domain.y).float().mean())
 
 
-def train_loo(config: HAReproConfig, arm: str, suite: DomainSuite, seed: int
-              ) -> tuple[nn.Module, dict[str, list[float]]]:
-    """Train one arm DomainBed-style on ``suite``'s training domains; return model and curves.
+def train_loo(config: HAReproConfig, arm: str, suite: DomainSuite, seed: int,
+              device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, list[float]]]:
+    """Train one arm DomainBed-style on ``suite``'s training domains on ``device``.
 
     Each training domain loses ``loo_val_fraction`` of its examples to validation; every step
     draws ``loo_batch`` examples per domain with replacement (DomainBed's infinite loaders) and
     takes one Adam step on the mean cross-entropy plus the weighted penalty
     (:data:`DOMAINBED_WEIGHTS`; Adam is re-created when the weight switches, as DomainBed does).
     Every ``loo_eval_every`` steps the curves get the mean validation accuracy over the training
-    domains and the test-domain accuracy.
+    domains and the test-domain accuracy. The batches are drawn by a CPU generator, so a seed
+    draws the same examples on any device. Returns the model and the curves.
     """
+    device = torch.device(device)
     fit, val = training_domain_validation(suite.train, seed, config.loo_val_fraction)
+    fit, val = _on(fit, device), _on(val, device)
+    (test,) = _on(suite.test[:1], device)
     seed_everything(seed)
-    model = MLP(suite.num_features, suite.num_classes, hidden=(config.loo_hidden,) * 2)
+    model = MLP(suite.num_features, suite.num_classes, hidden=(config.loo_hidden,) * 2).to(device)
     penalty = build_loo_penalty(arm, model.head, config.loo_probes)
     sampler = torch.Generator().manual_seed(seed)
     if isinstance(penalty, HessianAlignment):
@@ -269,7 +291,8 @@ def train_loo(config: HAReproConfig, arm: str, suite: DomainSuite, seed: int
     for step in range(config.loo_steps):
         if switch > 0 and step == switch:
             optimizer = torch.optim.Adam(model.parameters(), lr=config.loo_lr)
-        picks = [torch.randint(len(d), (config.loo_batch,), generator=sampler) for d in fit]
+        picks = [torch.randint(len(d), (config.loo_batch,), generator=sampler).to(device)
+                 for d in fit]
         features = [model.features(d.x[i]) for d, i in zip(fit, picks)]
         ys = [d.y[i] for d, i in zip(fit, picks)]
         loss = torch.stack([domain_loss(model.head(f), y, "cross_entropy")
@@ -285,7 +308,7 @@ def train_loo(config: HAReproConfig, arm: str, suite: DomainSuite, seed: int
         if (step + 1) % config.loo_eval_every == 0 or step + 1 == config.loo_steps:
             curves["val_accuracy"].append(statistics.fmean(
                 _multiclass_accuracy(model, d) for d in val))
-            curves["test_accuracy"].append(_multiclass_accuracy(model, suite.test[0]))
+            curves["test_accuracy"].append(_multiclass_accuracy(model, test))
     return model, curves
 
 
@@ -322,13 +345,13 @@ class HessianAlignmentReproduction(Reproduction):
 
     def run_unit(self, config: HAReproConfig, unit: Unit, env: UnitEnv) -> UnitResult:
         if unit.setting == LOO_SETTING:
-            return self._run_loo(config, unit)
+            return self._run_loo(config, unit, env.device)
         suite = digits_cmnist(unit.seed, label_noise=config.label_noise, n_aug=config.n_aug)
-        _, curves = train_cmnist(config, unit.arm, suite, unit.seed)
+        _, curves = train_cmnist(config, unit.arm, suite, unit.seed, device=env.device)
         return UnitResult({"test_accuracy": curves["test_accuracy"][-1],
                            "train_accuracy": curves["train_accuracy"][-1]}, curves)
 
-    def _run_loo(self, config: HAReproConfig, unit: Unit) -> UnitResult:
+    def _run_loo(self, config: HAReproConfig, unit: Unit, device: torch.device) -> UnitResult:
         """Every held-out angle in turn; metrics at the training-domain-validation choice."""
         domains = digits_domains(unit.seed, angles=config.loo_angles,
                                  upsample=config.loo_upsample)
@@ -336,7 +359,7 @@ class HessianAlignmentReproduction(Reproduction):
         runs = []
         for index, angle in enumerate(config.loo_angles):
             suite = leave_one_domain_out(domains, index, LOO_SETTING)
-            _, curves = train_loo(config, unit.arm, suite, unit.seed)
+            _, curves = train_loo(config, unit.arm, suite, unit.seed, device)
             chosen = select_by_validation(curves)
             metrics[_loo_metric(angle)] = curves["test_accuracy"][chosen]
             runs.append((curves, chosen))
@@ -350,24 +373,31 @@ class HessianAlignmentReproduction(Reproduction):
 
     def derived_arms(self, config: HAReproConfig,
                      records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Per setting, the baseline with the highest mean test accuracy, seed by seed."""
+        """Per setting and seed, the strongest baseline (see the module docstring for the rule)."""
         present = [a for a in BASELINES if a in config.arms]
         derived: list[dict[str, Any]] = []
         for setting in dict.fromkeys(r["setting"] for r in records):
-            rows = [r for r in records if r["setting"] == setting]
-            if not present:
-                break
+            rows = {(r["arm"], r["seed"]): r for r in records if r["setting"] == setting}
+            seeds = sorted({seed for arm, seed in rows if arm in present})
+            by_validation = all("val_accuracy" in r["metrics"] for (arm, _), r in rows.items()
+                                if arm in present)
 
-            def mean(arm: str, rows: list[dict[str, Any]] = rows) -> float:
-                return statistics.fmean(r["metrics"]["test_accuracy"] for r in rows
-                                        if r["arm"] == arm)
+            def mean_test(arm: str, rows: dict[tuple[str, int], Any] = rows) -> float:
+                return statistics.fmean(r["metrics"]["test_accuracy"]
+                                        for (a, _), r in rows.items() if a == arm)
 
-            best = max(present, key=mean)
-            derived += [{"setting": setting, "arm": "best_baseline", "seed": r["seed"],
-                         "metrics": {**r["metrics"],
-                                     "best_baseline_index": float(BASELINES.index(best))},
-                         "curves": {}}
-                        for r in rows if r["arm"] == best]
+            fixed = None if by_validation or not present else max(present, key=mean_test)
+            for seed in seeds:
+                candidates = [a for a in present if (a, seed) in rows]
+                best = fixed if fixed is not None else max(
+                    candidates, key=lambda a: rows[(a, seed)]["metrics"]["val_accuracy"])
+                if (best, seed) not in rows:
+                    continue
+                record = rows[(best, seed)]
+                derived.append({"setting": setting, "arm": "best_baseline", "seed": seed,
+                                "metrics": {**record["metrics"],
+                                            "best_baseline_index": float(BASELINES.index(best))},
+                                "curves": {}})
         return derived
 
     def curve_x(self, config: HAReproConfig, setting: str
@@ -381,24 +411,25 @@ class HessianAlignmentReproduction(Reproduction):
 
     def claim(self, config: HAReproConfig) -> Claim:
         return Claim(
-            statement="On digits Colored MNIST, HGP beats ERM by at least 15 points of "
-            "test-environment accuracy (paper: ≈ 69-70% vs ERM ≈ 14-28% on Colored MNIST).",
-            metric="test_accuracy", setting=SETTING, method="hgp", baseline="erm", margin=0.15,
+            statement="On digits Colored MNIST, HGP's test-environment accuracy is at least "
+            "that of the best domain-generalisation baseline the paper compares with (IRMv1, "
+            "V-REx, CORAL, Fishr; the one with the highest mean test accuracy, since the "
+            "official Colored-MNIST protocol has no validation split). Paper: HGP ≈ 0.69-0.70 "
+            "vs Fishr ≈ 0.69 and V-REx ≈ 0.67 on Colored MNIST.",
+            metric="test_accuracy", setting=SETTING, method="hgp", baseline="best_baseline",
+            margin=0.0,
         )
 
     def secondary_claims(self, config: HAReproConfig) -> list[Claim]:
-        claims = []
+        claims = [Claim(
+            statement="On digits Colored MNIST, HGP beats ERM by at least 15 points of "
+            "test-environment accuracy (paper: ≈ 69-70% vs ERM ≈ 14-28% on Colored MNIST).",
+            metric="test_accuracy", setting=SETTING, method="hgp", baseline="erm", margin=0.15)]
         if "hutchinson" in config.arms:
             claims.append(Claim(
                 statement="Hutchinson beats ERM by at least 15 points of test-environment "
                 "accuracy.", metric="test_accuracy", setting=SETTING, method="hutchinson",
                 baseline="erm", margin=0.15))
-        if any(a in config.arms for a in BASELINES):
-            claims.append(Claim(
-                statement="HGP is at least on par with the best baseline (IRMv1, V-REx, CORAL, "
-                "Fishr; the one with the highest mean test accuracy).",
-                metric="test_accuracy", setting=SETTING, method="hgp",
-                baseline="best_baseline", margin=0.0))
         if config.loo_angles:
             claims += self._loo_claims(config)
         return claims
@@ -418,12 +449,11 @@ class HessianAlignmentReproduction(Reproduction):
                 statement=f"{suite}, {label} is more accurate than ERM ({paper}).",
                 metric="test_accuracy", setting=LOO_SETTING, method=arm, baseline="erm",
                 margin=0.0))
-            if any(a in config.arms for a in BASELINES):
-                claims.append(Claim(
-                    statement=f"{suite}, {label} is more accurate than the best baseline "
-                    "(IRMv1, V-REx, CORAL, Fishr; the one with the highest mean held-out "
-                    "accuracy).", metric="test_accuracy", setting=LOO_SETTING, method=arm,
-                    baseline="best_baseline", margin=0.0))
+            claims.append(Claim(
+                statement=f"{suite}, {label} is more accurate than the best baseline (IRMv1, "
+                "V-REx, CORAL, Fishr; chosen seed by seed by training-domain validation "
+                "accuracy).", metric="test_accuracy", setting=LOO_SETTING, method=arm,
+                baseline="best_baseline", margin=0.0))
         return claims
 
     def timing(self, config: HAReproConfig, device: torch.device) -> dict[str, Any]:
@@ -467,10 +497,7 @@ class HessianAlignmentReproduction(Reproduction):
                     f"(train {train:.3f})")
 
         listed = "; ".join(cell(a) for a in config.arms if a in arms)
-        best = ""
-        if "best_baseline" in arms:
-            index = int(arms["best_baseline"]["best_baseline_index"]["mean"])
-            best = f" The best baseline by mean test accuracy is {BASELINES[index]}."
+        best = _best_baseline_text(arms, "by mean test accuracy")
         return (f"Test-environment accuracy, mean ± SE over {len(config.seeds)} seeds (h = "
                 f"{config.hidden}, {config.steps} steps, Hutchinson with {config.probes} probes): "
                 f"{listed}.{best} CORAL (feature moments only) stays on the colour: its train "
@@ -490,10 +517,7 @@ class HessianAlignmentReproduction(Reproduction):
         listed = "; ".join(
             f"{self.arm_labels[a]} {arms[a]['test_accuracy']['mean']:.3f} ± "
             f"{arms[a]['test_accuracy']['se']:.3f}" for a in config.arms if a in arms)
-        best = ""
-        if "best_baseline" in arms:
-            best = (" The best baseline there is "
-                    f"{BASELINES[int(arms['best_baseline']['best_baseline_index']['mean'])]}.")
+        best = _best_baseline_text(arms, "seed by seed by validation accuracy")
         underfit = ""
         if "erm" in arms:
             erm_val = arms["erm"]["val_accuracy"]["mean"]
@@ -523,6 +547,16 @@ class HessianAlignmentReproduction(Reproduction):
             "best mean validation accuracy (training-domain validation). Mean over held-out "
             f"rotations, mean ± SE over {seeds} seeds: {listed}.{best}{underfit} The "
             f"{LOO_SETTING} table gives each held-out rotation's accuracy.")
+
+
+def _best_baseline_text(arms: dict[str, Any], rule: str) -> str:
+    """Which baseline the derived ``best_baseline`` arm took, and on how many seeds."""
+    if "best_baseline" not in arms:
+        return ""
+    picks = [BASELINES[int(i)] for i in arms["best_baseline"]["best_baseline_index"]["values"]]
+    counts = ", ".join(f"{name} on {picks.count(name)} of {len(picks)} seeds"
+                       for name in dict.fromkeys(picks))
+    return f" The best baseline ({rule}) is {counts}."
 
 
 REPRODUCTION = HessianAlignmentReproduction()

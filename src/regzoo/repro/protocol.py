@@ -1,21 +1,21 @@
 """What a reproduction declares: its units of work, its claim, and how to run one unit.
 
-A reproduction module ``regzoo.repro.<slug>`` defines a :class:`Reproduction` subclass named
-``REPRODUCTION``-bound instance. The runner (:mod:`regzoo.repro.runner`) does the rest: seeds,
-parallel processes, resume, timing, artefacts.
+A reproduction module ``regzoo.repro.<slug>`` defines a :class:`Reproduction` subclass and binds
+an instance of it to the module-level name ``REPRODUCTION``. The runner
+(:mod:`regzoo.repro.runner`) does the rest: seeds, parallel processes, resume, provenance,
+timing, artefacts. Claims and the verdict rule live in :mod:`regzoo.repro.claims`.
 """
 
 from __future__ import annotations
 
 import abc
-import math
-import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 
+from regzoo.repro.claims import Claim
 from regzoo.repro.config import ReproConfig
 from regzoo.train.distributed import DistributedContext
 
@@ -34,61 +34,6 @@ class Unit:
         return f"{self.setting}__{self.arm}__s{self.seed}"
 
 
-def _finite(value: float | None) -> float:
-    """``None`` (a NaN written to JSON as null) back to NaN."""
-    return math.nan if value is None else float(value)
-
-
-@dataclass(frozen=True)
-class Claim:
-    """The paper's headline effect as a paired comparison over seeds.
-
-    The effect per seed is ``d_s = sign · (method_s − baseline_s)`` on ``metric`` in ``setting``
-    (``sign`` = +1 when higher is better). With mean m and standard error e over n seeds:
-    ``reproduced`` when m ≥ margin and m − 2e > 0; ``not_reproduced`` when m + 2e < margin;
-    ``inconclusive`` otherwise, and always when n < 2 or a value is not finite.
-    """
-
-    statement: str
-    metric: str
-    setting: str
-    method: str
-    baseline: str
-    margin: float
-    higher_is_better: bool = True
-
-    def evaluate(self, method_values: dict[int, float],
-                 baseline_values: dict[int, float]) -> dict[str, Any]:
-        """The observed effect and verdict from per-seed values keyed by seed."""
-        seeds = sorted(set(method_values) & set(baseline_values))
-        sign = 1.0 if self.higher_is_better else -1.0
-        diffs = [sign * (_finite(method_values[s]) - _finite(baseline_values[s])) for s in seeds]
-        n = len(diffs)
-        finite = all(math.isfinite(d) for d in diffs)
-        mean = statistics.fmean(diffs) if diffs and finite else math.nan
-        se = statistics.stdev(diffs) / math.sqrt(n) if n > 1 and finite else math.nan
-        if n < 2 or not finite:
-            verdict = "inconclusive"
-        elif mean >= self.margin and mean - 2 * se > 0:
-            verdict = "reproduced"
-        elif mean + 2 * se < self.margin:
-            verdict = "not_reproduced"
-        else:
-            verdict = "inconclusive"
-        return {
-            "statement": self.statement,
-            "metric": self.metric,
-            "setting": self.setting,
-            "method": self.method,
-            "baseline": self.baseline,
-            "margin": self.margin,
-            "direction": "higher" if self.higher_is_better else "lower",
-            "observed": {"mean_effect": mean, "se": se, "n": n,
-                         "per_seed": dict(zip(map(str, seeds), diffs))},
-            "verdict": verdict,
-        }
-
-
 @dataclass
 class UnitEnv:
     """What the runner hands a unit: device/process context, checkpoint file, logging.
@@ -103,6 +48,11 @@ class UnitEnv:
     log: Callable[[dict[str, float]], None]
     progress: bool | None
     workdir: str
+
+    @property
+    def device(self) -> torch.device:
+        """Where the unit's models and tensors live (the runner's ``--device``)."""
+        return self.context.device
 
 
 def summary_mean(aggregate: dict[str, Any], setting: str, arm: str, metric: str

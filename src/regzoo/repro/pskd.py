@@ -96,7 +96,7 @@ class PSKDReproConfig(ReproConfig):
 
     @classmethod
     def quick(cls) -> PSKDReproConfig:
-        return cls(seeds=(0, 1, 2), settings=("digits_sym40",), arms=("ce", "pskd"))
+        return cls(seeds=(0, 1, 2), settings=("mnist1d",), arms=("ce", "pskd"))
 
     @classmethod
     def full(cls) -> PSKDReproConfig:
@@ -160,14 +160,40 @@ class PSKDReproduction(Reproduction):
                 for seed in config.seeds]
 
     def claim(self, config: PSKDReproConfig) -> Claim:
-        setting = "digits_sym40" if "digits_sym40" in config.settings else config.settings[0]
+        """The paper's headline: PS-KD beats cross-entropy on clean data (mnist1d here)."""
+        setting = "mnist1d" if "mnist1d" in config.settings else config.settings[0]
         return Claim(
-            statement="PS-KD beats cross-entropy by at least 3 points of final-epoch test "
-            f"accuracy on {setting} (spec pskd.md §5: +5.9 points on 5/5 seeds at 40 % "
-            "symmetric noise; the paper reports 1–3 points of top-1 error on CIFAR-100).",
+            statement="PS-KD beats cross-entropy by at least 0.5 points of final-epoch test "
+            f"accuracy on clean {setting} (paper Table 1: PS-KD lowers CIFAR-100 top-1 error "
+            "by 1–3 points over the same network trained with cross-entropy, clean labels).",
             metric="final_test_accuracy", setting=setting, method="pskd", baseline="ce",
-            margin=0.03,
+            margin=0.005,
         )
+
+    def secondary_claims(self, config: PSKDReproConfig) -> list[Claim]:
+        """The clean-digits accuracy, the 40 %-noise gain, and calibration against LS."""
+        claims = []
+        if "digits_clean" in config.settings:
+            claims.append(Claim(
+                statement="PS-KD beats cross-entropy by at least 0.5 points of final-epoch "
+                "test accuracy on clean digits.", metric="final_test_accuracy",
+                setting="digits_clean", method="pskd", baseline="ce", margin=0.005))
+        if "digits_sym40" in config.settings:
+            claims.append(Claim(
+                statement="PS-KD beats cross-entropy by at least 3 points of final-epoch test "
+                "accuracy on digits with 40 % symmetric label noise (spec pskd.md §5: +5.9 "
+                "points on 5/5 seeds; paper Table 7 reports gains under label noise too).",
+                metric="final_test_accuracy", setting="digits_sym40", method="pskd",
+                baseline="ce", margin=0.03))
+        if "ls" in config.arms:
+            claims += [Claim(
+                statement=f"PS-KD is better calibrated than label smoothing on {setting}: "
+                "lower final-epoch ECE (paper Table 1: PS-KD has the lowest ECE of the "
+                "regularisers it compares, label smoothing among them).",
+                metric="final_test_ece", setting=setting, method="pskd", baseline="ls",
+                margin=0.0, higher_is_better=False)
+                for setting in ("mnist1d", "digits_clean") if setting in config.settings]
+        return claims
 
     def run_unit(self, config: PSKDReproConfig, unit: Unit, env: UnitEnv) -> UnitResult:
         data, y_train, noise_rate = _load(config, unit.setting, unit.seed)
@@ -310,16 +336,11 @@ class PSKDReproduction(Reproduction):
             if cells:
                 parts.append(f"{setting} — " + "; ".join(cells))
         measured = ("Measured (means over seeds): " + ". ".join(parts) + ". ") if parts else ""
-        calibration = ""
-        ls_ece, pskd_ece = (mean("mnist1d", arm, "final_test_ece") for arm in ("ls", "pskd"))
-        if ls_ece is not None and pskd_ece is not None:
-            better = "PS-KD" if pskd_ece < ls_ece else "label smoothing"
-            calibration = (f"The paper's calibration claim (PS-KD below label smoothing on ECE) "
-                           f"is not part of the verdict: on mnist1d {better} has the lower mean "
-                           f"ECE ({pskd_ece:.3f} PS-KD vs {ls_ece:.3f} LS). ")
         return (
-            measured + calibration
-            + "The verdict covers the accuracy claim only. 'PS-KD + ELR' trains PS-KD's soft "
+            measured
+            + "The headline is the paper's own claim, accuracy on clean data; the 40 %-noise "
+            "gain and calibration against label smoothing are secondary claims. 'PS-KD + ELR' "
+            "trains PS-KD's soft "
             f"targets with ELR's regulariser (λ = {config.elr_lam:g}, β = {config.elr_beta:g}) "
             "in one Objective, to show two methods composed in one run; it is reported whether "
             "or not it helps. Symmetric noise resamples from all 10 classes, so the realised "

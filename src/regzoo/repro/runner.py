@@ -8,10 +8,17 @@ one after another with DistributedDataParallel under ``torchrun``, then aggregat
 
 * ``<out>/progress.jsonl`` — one line per epoch of every unit, while it runs;
 * ``<out>/units/<unit>.json`` and ``<out>/checkpoints/<unit>.pt`` — what ``--resume`` reuses;
+* ``<out>/fingerprint.json`` — the code the run's units and checkpoints come from;
 * ``<out>/result.json``, ``result.md``, ``<slug>.png`` and the ``done`` marker.
 
 Quick and tiny runs go under ``runs/<slug>/<mode>-<time>/``; a ``--full`` run works there too and
 copies its three artefacts to ``results/<slug>/``.
+
+Provenance (:mod:`regzoo.repro.provenance`): every unit record carries the fingerprint of the
+code and config it ran with. ``--resume`` reuses a unit only when that fingerprint is the
+current one; a stale unit is set aside (``<unit>.json.stale``) and re-run, or kept with
+``--reuse-stale`` and the result marked ``mixed``. A ``--full`` run refuses a checkout with
+uncommitted changes under ``src/`` unless ``--allow-dirty`` (the result is then marked dirty).
 """
 
 from __future__ import annotations
@@ -39,8 +46,10 @@ import torch
 from tqdm.auto import tqdm
 
 from regzoo.registry import card, results_dir
+from regzoo.repro import provenance
+from regzoo.repro.claims import MIN_SEEDS, Claim, status_line
 from regzoo.repro.config import ReproConfig
-from regzoo.repro.protocol import Claim, Reproduction, Unit, UnitEnv, UnitResult
+from regzoo.repro.protocol import Reproduction, Unit, UnitEnv, UnitResult
 from regzoo.train.checkpoint import atomic_write_bytes
 from regzoo.train.distributed import DistributedContext, init_distributed, local_only
 from regzoo.train.loop import progress_disabled
@@ -131,9 +140,12 @@ def _git(*args: str) -> str | None:
 
 
 def _git_state() -> tuple[str | None, bool | None]:
-    """The checkout's commit and whether its tracked source differs from it, at the run's start."""
+    """The checkout's commit and whether ``src/`` differs from it (untracked files count).
+
+    ``None`` for the second when git cannot tell (not a checkout, git missing).
+    """
     commit = _git("rev-parse", "HEAD") or None
-    status = _git("status", "--porcelain", "--untracked-files=no", "--", ":/src")
+    status = _git("status", "--porcelain", "--", ":/src")
     return commit, None if status is None else bool(status)
 
 
@@ -172,7 +184,8 @@ class _ProgressLog:
 
 
 def _execute_unit(slug: str, config: ReproConfig, unit: Unit, out: str, resume: bool,
-                  device: str, progress: bool | None, threads: int | None) -> dict[str, Any]:
+                  device: str, progress: bool | None, threads: int | None,
+                  fingerprint: dict[str, Any]) -> dict[str, Any]:
     if threads is not None:
         torch.set_num_threads(threads)
     repro = load_reproduction(slug)
@@ -189,7 +202,7 @@ def _execute_unit(slug: str, config: ReproConfig, unit: Unit, out: str, resume: 
     started = time.perf_counter()
     result: UnitResult = repro.run_unit(config, unit, env)
     record = {"setting": unit.setting, "arm": unit.arm, "seed": unit.seed,
-              "git_commit": _git_state()[0],
+              "git_commit": _git_state()[0], "fingerprint": fingerprint,
               "metrics": result.metrics, "curves": _rounded_curves(result.curves),
               "seconds": time.perf_counter() - started}
     if context.is_main:
@@ -259,6 +272,8 @@ def run_reproduction(
     jobs: int | None = None,
     progress: bool | None = None,
     command: str | None = None,
+    allow_dirty: bool = False,
+    reuse_stale: bool = False,
 ) -> dict[str, Any]:
     """Run ``slug``'s reproduction; return the ``result.json`` payload (also written to disk).
 
@@ -273,13 +288,24 @@ def run_reproduction(
         jobs: parallel processes (default: cores; 1 on CUDA and under torchrun).
         progress: show progress bars (``None``: only on a terminal).
         command: the command line to record (default: ``sys.argv``).
+        allow_dirty: let a ``full`` run start from uncommitted source (marked dirty).
+        reuse_stale: with ``resume``, keep units whose code changed since (marked mixed).
     """
     wall_start = time.perf_counter()
+    if reuse_stale and not resume:
+        raise ValueError("--reuse-stale keeps stale units of a resumed run: pass it with "
+                         "--resume, or drop it")
     commit, dirty = _git_state()
+    if mode == "full" and dirty is not False and not allow_dirty:
+        why = ("has uncommitted changes under src/" if dirty else
+               "cannot be checked (no git checkout)")
+        raise ValueError(f"a --full result must come from committed code, but the source {why};"
+                         " commit first, or pass --allow-dirty (the result is marked dirty)")
     repro = load_reproduction(slug)
     config = repro.config_type.preset(mode).with_overrides(overrides or {})
     if seeds:
         config = config.with_overrides({"seeds": ",".join(map(str, seeds))})
+    current = provenance.fingerprint(slug, config.as_dict(), repro.unit_axes)
     context = init_distributed(device)
     out_path = Path(out) if out is not None else _default_out(slug, mode, resume)
     if out_path.exists() and not out_path.is_dir():
@@ -297,14 +323,8 @@ def run_reproduction(
     if duplicated:
         raise ValueError(f"the config repeats units {duplicated[:3]}: give each seed, arm and "
                          "setting once")
-    records: dict[str, dict[str, Any]] = {}
-    pending: list[Unit] = []
-    for unit in units:
-        done_file = out_path / "units" / f"{unit.id}.json"
-        if resume and done_file.exists():
-            records[unit.id] = json.loads(done_file.read_text())
-        else:
-            pending.append(unit)
+    records, pending, kept_stale = _reusable_units(out_path, units, current, resume,
+                                                   reuse_stale, context.is_main)
     if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
         raise ValueError(f"jobs must be a positive number of processes, got {jobs!r}")
     parallel = context.world_size == 1 and context.device.type == "cpu"
@@ -322,7 +342,7 @@ def run_reproduction(
         try:
             for unit in pending:
                 records[unit.id] = _execute_unit(slug, config, unit, str(out_path), resume,
-                                                 device, progress, None)
+                                                 device, progress, None, current)
                 bar.update()
         finally:
             torch.set_num_threads(previous_threads)
@@ -333,7 +353,7 @@ def run_reproduction(
         with futures.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
             submitted = {
                 pool.submit(_execute_unit, slug, config, unit, str(out_path), resume, device,
-                            False, 1): unit
+                            False, 1, current): unit
                 for unit in pending
             }
             for future in futures.as_completed(submitted):
@@ -346,17 +366,17 @@ def run_reproduction(
                 bar.update()
     bar.close()
 
-    ordered = [records[u.id] for u in units]
-    ordered += repro.derived_arms(config, ordered)
-    summary, curves = aggregate(ordered)
-    verdict = evaluate_claim(repro.claim(config), ordered)
-    verdict["note"] = repro.note(config, verdict, summary)
-    secondary = [evaluate_claim(c, ordered) for c in repro.secondary_claims(config)]
+    judged = judge(repro, config, [records[u.id] for u in units])
     timing: dict[str, Any] = {}
     env = environment(context.device)
     if context.is_main:
         with local_only():
             timing = repro.timing(config, context.device)
+    if provenance.fingerprint(slug, config.as_dict(), repro.unit_axes) != current:
+        logger.warning("the source of %s changed while it ran: the result is marked dirty", slug)
+        dirty = True
+    smoke = len(config.seeds) < MIN_SEEDS
+    committed = card(slug).last_result() if smoke else None
 
     result = {
         "schema_version": SCHEMA_VERSION,
@@ -370,20 +390,155 @@ def run_reproduction(
             "regzoo_version": env["regzoo"],
             "git_commit": commit,
             "git_dirty": dirty,
+            "fingerprint": current,
+            "mixed": bool(kept_stale),
+            "stale_units_kept": kept_stale,
+            "smoke": smoke,
+            "committed_status": None if committed is None else status_line(committed),
             "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "wall_seconds": time.perf_counter() - wall_start,
             "world_size": context.world_size,
             "status": "completed",
         },
-        "metrics": {"per_seed": ordered, "aggregate": summary, "curves": curves},
-        "claim": verdict,
-        "secondary_claims": secondary,
+        "metrics": judged["metrics"],
+        "claim": judged["claim"],
+        "secondary_claims": judged["secondary_claims"],
         "timing": timing,
         "env": env,
     }
     if context.is_main:
         _write_artefacts(repro, result, out_path, mode)
     return result
+
+
+def _load_unit_record(path: Path, unit: Unit) -> dict[str, Any]:
+    """A finished unit's record; ``ValueError`` naming the file when it is corrupt or foreign."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path} is not a readable JSON unit record ({error})") from None
+    if not isinstance(record, dict) or not {"setting", "arm", "seed", "metrics"} <= set(record):
+        raise ValueError(f"{path} is not a unit record (it lacks setting, arm, seed or metrics)")
+    found = (record["setting"], record["arm"], record["seed"])
+    if found != (unit.setting, unit.arm, unit.seed):
+        raise ValueError(f"{path} records unit {found}, not {unit.id}: a foreign record")
+    return record
+
+
+def _read_json(path: Path) -> Any:
+    """``path``'s JSON, or None when it is missing or unreadable."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+
+
+def _set_aside(path: Path) -> None:
+    """Rename ``path`` to ``<path>.stale`` (nothing computed is deleted)."""
+    if path.exists():
+        path.replace(path.with_name(path.name + ".stale"))
+
+
+def _reusable_units(out: Path, units: Sequence[Unit], current: dict[str, Any], resume: bool,
+                    reuse_stale: bool, is_main: bool
+                    ) -> tuple[dict[str, dict[str, Any]], list[Unit], list[str]]:
+    """Finished units to reuse, units to run, and the stale units kept with ``reuse_stale``.
+
+    A unit is reused when its record is sound and its fingerprint is the current code's. A
+    corrupt or foreign record is reported by file name, set aside and its unit re-run; a stale
+    record (and, when the run folder's code changed, every checkpoint of a unit to run) is set
+    aside unless ``reuse_stale``.
+    """
+    records: dict[str, dict[str, Any]] = {}
+    pending: list[Unit] = []
+    stale: dict[str, list[str]] = {}
+    kept: list[str] = []
+    saved = out / "fingerprint.json"
+    folder_changed = resume and bool(provenance.changed_modules(_read_json(saved), current))
+    for unit in units:
+        done_file = out / "units" / f"{unit.id}.json"
+        if not (resume and done_file.exists()):
+            pending.append(unit)
+            continue
+        try:
+            record = _load_unit_record(done_file, unit)
+        except ValueError as error:
+            logger.error("%s; setting it aside and re-running that unit", error)
+            if is_main:
+                _set_aside(done_file)
+            pending.append(unit)
+            continue
+        changed = provenance.changed_modules(record.get("fingerprint"), current)
+        if not changed or reuse_stale:
+            records[unit.id] = record
+            if changed:
+                kept.append(unit.id)
+            continue
+        stale[unit.id] = changed
+        pending.append(unit)
+        if is_main:
+            _set_aside(done_file)
+            _set_aside(out / "checkpoints" / f"{unit.id}.pt")
+    if stale:
+        modules = sorted({m for names in stale.values() for m in names})
+        logger.warning("--resume: %d unit(s) ran with other code and are re-run: %s; changed: "
+                       "%s (--reuse-stale keeps them and marks the result mixed)",
+                       len(stale), ", ".join(sorted(stale)), ", ".join(modules))
+    for unit in pending if folder_changed else ():
+        checkpoint = out / "checkpoints" / f"{unit.id}.pt"
+        if reuse_stale and checkpoint.exists():
+            kept.append(unit.id)  # it resumes from partial work of other code
+        elif is_main:
+            _set_aside(checkpoint)
+    if kept:
+        logger.warning("--reuse-stale keeps %d unit(s) computed with other code; the result is "
+                       "marked mixed: %s", len(kept), ", ".join(kept))
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(saved, current)
+    return records, pending, kept
+
+
+def judge(repro: Reproduction, config: ReproConfig,
+          records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Derived arms, aggregates, every claim's verdict and the note, from trained units' records.
+
+    Records of derived arms in ``records`` are dropped and derived anew (written before the
+    ``derived`` flag existed, they are the ones without ``seconds``), so a committed result
+    re-judged with the current claims and rule (``regzoo report --render``) needs no training.
+    """
+    trained = [r for r in records if not r.get("derived") and "seconds" in r]
+    derived = [{**r, "derived": True} for r in repro.derived_arms(config, trained)]
+    ordered = trained + derived
+    summary, curves = aggregate(ordered)
+    headline = evaluate_claim(repro.claim(config), ordered)
+    headline["note"] = repro.note(config, headline, summary)
+    return {"metrics": {"per_seed": ordered, "aggregate": summary, "curves": curves},
+            "claim": headline,
+            "secondary_claims": [evaluate_claim(c, ordered)
+                                 for c in repro.secondary_claims(config)]}
+
+
+def result_changes(result: Mapping[str, Any]) -> list[str]:
+    """What changed in the code since ``result`` ran (empty: its fingerprint is current).
+
+    ``<dirty>`` when it ran from uncommitted source, ``<mixed>`` when it kept stale units,
+    changed module names, ``<config>``, or ``<no fingerprint>`` for a result written before
+    fingerprints existed.
+    """
+    run = result["run"]
+    repro = load_reproduction(run["slug"])
+    try:
+        config = repro.config_type.from_dict(run["config"]).as_dict()
+    except (TypeError, ValueError):
+        return ["<config>"]
+    changes = provenance.changed_modules(
+        run.get("fingerprint"), provenance.fingerprint(run["slug"], config, repro.unit_axes))
+    if run.get("git_dirty") is not False:
+        changes.insert(0, "<dirty>")
+    if run.get("mixed"):
+        changes.insert(0, "<mixed>")
+    return changes
 
 
 def evaluate_claim(claim: Claim, records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -409,7 +564,10 @@ def render_artefacts(repro: Reproduction, result: dict[str, Any], folder: Path) 
 
 def _write_artefacts(repro: Reproduction, result: dict[str, Any], out: Path, mode: str) -> None:
     render_artefacts(repro, result, out)
-    if mode == "full":
+    if mode == "full" and result["run"]["smoke"]:
+        logger.warning("a run with fewer than %d seeds is a smoke run: %s is not copied to "
+                       "results/", MIN_SEEDS, out)
+    elif mode == "full":
         target = results_dir() / repro.slug
         target.mkdir(parents=True, exist_ok=True)
         for name in ("result.json", "result.md", f"{repro.slug}.png"):

@@ -295,7 +295,7 @@ def _train(model: nn.Module, penalty: SoftEquivariance | None, x: torch.Tensor,
     for epoch in range(epochs):
         if penalty is not None:
             penalty.set_epoch(epoch)
-        order = torch.randperm(n, generator=gen)
+        order = torch.randperm(n, generator=gen).to(x.device)
         for start in range(0, n, batch_size):
             idx = order[start:start + batch_size]
             loss = F.mse_loss(model(x[idx]), y[idx])
@@ -317,14 +317,23 @@ def _train(model: nn.Module, penalty: SoftEquivariance | None, x: torch.Tensor,
             "curve": curve}
 
 
-def run_inertia(config: SoftEquivarianceConfig, arm: str, seed: int) -> UnitResult:
-    """Train one Tier-A arm; test MSE at the validation-best epoch after ``2 adjust_at``."""
+def run_inertia(config: SoftEquivarianceConfig, arm: str, seed: int,
+                device: torch.device | str = "cpu") -> UnitResult:
+    """Train one Tier-A arm on ``device``; test MSE at the validation-best epoch.
+
+    The epoch is chosen after ``2 adjust_at``. Data, initialisation and batch order are drawn
+    on the CPU, so a seed means the same run on any device.
+    """
     base = 10_000 * (seed + 1)
     splits = [modified_inertia(n, noise=config.noise, seed=base + i)
               for i, n in enumerate((config.n_train, config.n_val, config.n_test))]
-    (x, y), (xv, yv), (xt, yt) = ((lift_inertia_inputs(a), b) for a, b in splits)
+    (x, y), (xv, yv), (xt, yt) = ((lift_inertia_inputs(a).to(device), b.to(device))
+                                  for a, b in splits)
     seed_everything(seed)
     model, penalty = build_inertia_arm(config, arm)
+    model.to(device)
+    if penalty is not None:
+        penalty.to(device)
     out = _train(model, penalty, x, y, epochs=config.epochs, batch_size=config.batch_size,
                  lr=config.lr, weight_decay=config.weight_decay, seed=seed,
                  evaluate=lambda m: (_mse(m, xv, yv), _mse(m, xt, yt)),
@@ -431,8 +440,12 @@ def d4_projectors(copies: int) -> dict[str, list[PermutationLayerProjector]]:
     return out
 
 
-def run_digits(config: SoftEquivarianceConfig, arm: str, seed: int) -> UnitResult:
-    """Train one Tier-B arm full-batch; test MSE at the end (no validation split: N is small)."""
+def run_digits(config: SoftEquivarianceConfig, arm: str, seed: int,
+               device: torch.device | str = "cpu") -> UnitResult:
+    """Train one Tier-B arm full-batch on ``device``; test MSE at the end.
+
+    There is no validation split: N is small.
+    """
     from sklearn.datasets import load_digits
 
     images = torch.from_numpy(load_digits().data.astype(np.float32) / 16.0)
@@ -448,9 +461,10 @@ def run_digits(config: SoftEquivarianceConfig, arm: str, seed: int) -> UnitResul
     y_all = (y_all - y_all.mean()) / y_all.std()
     order = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(seed))
     tr, te = order[:config.b_train], order[config.b_train:]
-    x, y, xt, yt = images[tr], y_all[tr, None], images[te], y_all[te, None]
+    x, y, xt, yt = (t.to(device) for t in (images[tr], y_all[tr, None], images[te],
+                                            y_all[te, None]))
     seed_everything(seed)
-    model = d4_net(config.b_copies)
+    model = d4_net(config.b_copies).to(device)
     penalty = None
     if arm != "mlp":
         penalty = SoftEquivariance([m for m in model if isinstance(m, nn.Linear)],
@@ -458,7 +472,7 @@ def run_digits(config: SoftEquivarianceConfig, arm: str, seed: int) -> UnitResul
                                    {n: config.b_strength for n in TYPES_B},
                                    adjust_at=config.b_adjust_at if arm == "per_auto" else None,
                                    power=config.power, window=config.window,
-                                   warmup=config.warmup)
+                                   warmup=config.warmup).to(device)
     out = _train(model, penalty, x, y, epochs=config.b_epochs, batch_size=x.shape[0],
                  lr=config.b_lr, weight_decay=config.b_weight_decay, seed=seed,
                  evaluate=lambda m: (0.0, _mse(m, xt, yt)), eval_from=config.b_epochs,
@@ -501,8 +515,8 @@ class SoftEquivarianceReproduction(Reproduction):
 
     def run_unit(self, config: SoftEquivarianceConfig, unit: Unit, env: UnitEnv) -> UnitResult:
         if unit.setting == "inertia":
-            return run_inertia(config, unit.arm, unit.seed)
-        return run_digits(config, unit.arm, unit.seed)
+            return run_inertia(config, unit.arm, unit.seed, env.device)
+        return run_digits(config, unit.arm, unit.seed, env.device)
 
     def claim(self, config: SoftEquivarianceConfig) -> Claim:
         return Claim(

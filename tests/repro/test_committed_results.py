@@ -1,0 +1,60 @@
+"""Every committed result is trustworthy as it stands: clean, unmixed, current code, current
+claims, at least five seeds.
+
+A result that predates the current code is listed in ``PENDING_RERUN`` until its full run is
+redone at one clean commit; the list is strict (a listed result that passes fails the test, so
+the list shrinks as re-runs land) and a result not listed must pass.
+"""
+
+import json
+
+import pytest
+
+from regzoo.registry import results_dir
+from regzoo.repro.claims import MIN_SEEDS
+from regzoo.repro.runner import load_reproduction, result_changes
+
+PENDING_RERUN = {
+    "ba_lora", "colide", "elr", "hessian_alignment", "holobeam", "hyde", "more_is_better",
+    "pskd", "rmt", "sara", "soft_equivariance", "sorsa", "sparse_ot", "stn", "weight_compander",
+}
+"""Results written before provenance fingerprints existed; each leaves with its re-run."""
+
+RESULTS = sorted(path.parent.name for path in results_dir().glob("*/result.json"))
+
+
+def _claim_definition(claim):
+    keys = ("statement", "metric", "setting", "method", "baseline", "margin", "direction")
+    return {k: claim[k] for k in keys}
+
+
+def _problems(slug):
+    result = json.loads((results_dir() / slug / "result.json").read_text())
+    run = result["run"]
+    problems = [f"changed since it ran: {c}" for c in result_changes(result)]
+    if len(run["seeds"]) < MIN_SEEDS or result["claim"]["observed"]["n"] < MIN_SEEDS:
+        problems.append(f"fewer than {MIN_SEEDS} seeds")
+    repro = load_reproduction(slug)
+    config = repro.config_type.from_dict(run["config"])
+    current = [repro.claim(config), *repro.secondary_claims(config)]
+    recorded = [result["claim"], *result.get("secondary_claims", ())]
+    now = [_claim_definition(c.evaluate({}, {})) for c in current]
+    if [_claim_definition(c) for c in recorded] != now:
+        problems.append("its claims differ from the current claim code")
+    return problems
+
+
+@pytest.mark.parametrize("slug", RESULTS)
+def test_committed_result_is_clean_current_and_has_five_seeds(slug):
+    if slug in PENDING_RERUN:
+        pytest.xfail(f"{slug}: full re-run at the current code pending")
+    assert _problems(slug) == []
+
+
+@pytest.mark.parametrize("slug", sorted(PENDING_RERUN & set(RESULTS)))
+def test_a_result_listed_as_pending_still_needs_its_rerun(slug):
+    assert _problems(slug), f"{slug} passes: remove it from PENDING_RERUN"
+
+
+def test_pending_list_names_only_committed_results():
+    assert set(RESULTS) >= PENDING_RERUN
