@@ -79,33 +79,55 @@ def _bad(case: str):
 
 
 BAD_INPUT = [
-    ("index_out_of_range", "index must lie"),
-    ("negative_index", "index must lie"),
-    ("float_index", "index"),
-    ("target_batch_mismatch", "target must share the batch size"),
-    ("index_batch_mismatch", "index must share the batch size"),
-    ("wrong_num_classes", "num_classes"),
-    ("nan_logits", "logits"),
-    ("inf_logits", "logits"),
-    ("integer_logits", "logits"),
-    ("empty_batch", "logits"),
-    ("target_out_of_range", "target"),
-    ("soft_target", "target must be a 1-D integer tensor"),
-    ("list_target", "target must be a torch.Tensor"),
+    # One exception type per mistake (regzoo.core.kinds): TypeError for a wrong type or dtype,
+    # ValueError for a wrong shape, range or value.
+    ("index_out_of_range", ValueError, "index must lie"),
+    ("negative_index", ValueError, "index must lie"),
+    ("float_index", TypeError, "index must be an integer tensor"),
+    ("target_batch_mismatch", ValueError, "target must share the batch size"),
+    ("index_batch_mismatch", ValueError, "index must share the batch size"),
+    ("wrong_num_classes", ValueError, "num_classes"),
+    ("nan_logits", ValueError, "logits"),
+    ("inf_logits", ValueError, "logits"),
+    ("integer_logits", TypeError, "logits"),
+    ("empty_batch", ValueError, "logits is empty"),
+    ("target_out_of_range", ValueError, "target must lie"),
+    ("soft_target", TypeError, "target must be a 1-D integer tensor"),
+    ("list_target", TypeError, "target must be a torch.Tensor"),
 ]
 
 
+def test_a_criterion_is_the_kind_protocol():
+    from regzoo.core.kinds import Criterion
+
+    for method in CRITERIA:
+        if method.implemented:
+            assert isinstance(method.obj(num_examples=N, num_classes=C), Criterion), method.slug
+
+
 @pytest.mark.parametrize("method", IMPLEMENTED)
-@pytest.mark.parametrize(("case", "argument"), BAD_INPUT)
-def test_bad_input_names_the_argument_and_leaves_the_state_alone(method, case, argument):
+@pytest.mark.parametrize(("case", "error", "argument"), BAD_INPUT)
+def test_bad_input_names_the_argument_and_leaves_the_state_alone(method, case, error, argument):
     criterion = method.obj(num_examples=N, num_classes=C)
     if hasattr(criterion, "set_epoch"):
         criterion.set_epoch(1)  # past any warm-up epoch, so the per-example state is in use
     before = {k: v.clone() for k, v in criterion.state_dict().items()}
-    with pytest.raises((ValueError, TypeError), match=argument):
+    with pytest.raises(error, match=argument):
         criterion(*_bad(case))
     after = criterion.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before), "a rejected batch changed state"
+
+
+@pytest.mark.parametrize("method", IMPLEMENTED)
+def test_same_seed_same_losses_and_state(method):
+    def run():
+        criterion = method.obj(num_examples=N, num_classes=C)
+        losses = [criterion(*_inputs(seed=seed)).detach() for seed in range(3)]
+        return torch.stack(losses), criterion.state_dict()
+
+    (first, state), (again, state_again) = run(), run()
+    assert torch.equal(first, again)
+    assert all(torch.equal(state[k], state_again[k]) for k in state)
 
 
 @pytest.mark.parametrize("method", IMPLEMENTED)

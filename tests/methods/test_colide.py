@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+import scipy.sparse
 import torch
 from scipy.optimize import minimize_scalar
 
@@ -327,16 +328,21 @@ def test_torch_backend_runs_the_same_iterates():
     [
         ({}, np.full((10, 3), np.nan), ValueError, "NaN"),
         ({}, np.c_[np.ones(10), np.arange(10.0), np.arange(10.0) ** 2], ValueError, "constant"),
-        ({}, np.ones((1, 3)), ValueError, "at least 2 samples"),
-        ({}, np.ones((10, 1)), ValueError, "at least 2 variables"),
-        ({}, np.ones(10), ValueError, "dimensions"),
+        # Array input goes through scikit-learn's validation and its messages.
+        ({}, np.ones((1, 3)), ValueError, "1 sample"),
+        ({}, np.ones((10, 1)), ValueError, "1 feature"),
+        ({}, np.ones(10), ValueError, "2D array"),
+        ({}, torch.ones(1, 3), ValueError, "at least 2 samples"),
+        ({}, torch.ones(10, 1), ValueError, "at least 2 variables"),
+        ({}, torch.ones(10), ValueError, "dimensions"),
+        ({}, torch.full((10, 3), float("inf")), ValueError, "NaN or infinite"),
         ({"lambda1": -0.1}, None, ValueError, "lambda1"),
         ({"variance": "hetero"}, None, ValueError, "variance"),
         ({"T": 0}, None, ValueError, "T must"),
         ({"lr": 0.0}, None, ValueError, "lr"),
         ({"s": ()}, None, TypeError, "s must"),
         ({"mu_factor": 1.5}, None, ValueError, "mu_factor"),
-        ({}, [[1.0, 2.0], [3.0, 4.0]], TypeError, "numpy array"),
+        ({}, scipy.sparse.csr_matrix(np.eye(3)), TypeError, "[Ss]parse"),
     ],
 )
 def test_bad_input_raises_a_clear_error(kwargs, X, error, match):

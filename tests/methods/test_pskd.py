@@ -272,7 +272,7 @@ def test_soft_targets_validates_its_arguments():
     crit = _filled(2)
     with pytest.raises(ValueError, match="index must lie"):
         crit.soft_targets(target, index + 100)
-    with pytest.raises(ValueError, match="target and index must share"):
+    with pytest.raises(ValueError, match="index must share the batch size of target"):
         crit.soft_targets(target[:-1], index)
     with pytest.raises(TypeError, match="target"):
         crit.soft_targets(target.double(), index)

@@ -51,11 +51,14 @@ def as_tensor(
         nonempty: refuse arrays with no entries.
     """
     if isinstance(value, np.ndarray):
-        if not (np.issubdtype(value.dtype, np.number) or value.dtype == np.bool_):
-            raise TypeError(f"{name} must be a numeric array, got dtype {value.dtype}")
+        if np.iscomplexobj(value) or not (np.issubdtype(value.dtype, np.number)
+                                          or value.dtype == np.bool_):
+            raise TypeError(f"{name} must be a real numeric array, got dtype {value.dtype}")
         kind = ArrayKind(True, torch.device("cpu"), torch.float64)
         tensor = torch.from_numpy(np.array(value, dtype=np.float64, copy=True))
     elif isinstance(value, torch.Tensor):
+        if value.is_complex():
+            raise TypeError(f"{name} must be a real tensor, got dtype {value.dtype}")
         own = value.dtype if value.is_floating_point() else torch.float32
         kind = ArrayKind(False, value.device, own)
         tensor = value.detach().clone()
@@ -75,8 +78,15 @@ def as_tensor(
 
 
 def restore(value: Any, kind: ArrayKind) -> Any:
-    """Return ``value`` (a tensor, or a tuple/list/dict of them) in the caller's array type."""
+    """Return ``value`` (a tensor, or a tuple/list/dict of them) in the caller's array type.
+
+    Floating tensors come back in the caller's dtype (float64 for numpy) and on its device, so
+    a method may compute in float64 inside and still give a float32 caller float32; integer
+    and boolean tensors keep their dtype.
+    """
     if isinstance(value, torch.Tensor):
+        if value.is_floating_point():
+            value = value.to(kind.dtype)
         if kind.is_numpy:
             return value.detach().cpu().numpy()
         return value.to(kind.device)

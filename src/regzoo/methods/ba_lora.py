@@ -207,7 +207,8 @@ def _check_weights(weights: Sequence[float]) -> tuple[float, float, float]:
         Default("weights (λ1, λ2, λ3)", PAPER_WEIGHTS, "official train.py / scripts/ba-lora.sh"),
         Default("k", PAPER_TOP_K, "official train.py"),
         Default("init", "pissa", "official build_balora.py (peft init_lora_weights='pissa')"),
-        Default("alpha", "= rank (scale 1)", "official build_balora.py (r = lora_alpha)"),
+        Default("alpha", None, "None: α = rank, scale α/r = 1 (official build_balora.py, "
+                "r = lora_alpha)"),
         Default("svd_on (NLG)", "example", "paper §3 (the official code's version crashes)"),
         Default("consistency reduction (NLG)", "batchmean", "official train.py"),
     ),

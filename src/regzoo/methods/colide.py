@@ -62,6 +62,7 @@ import numpy as np
 import torch
 from scipy.linalg import lapack
 from sklearn.base import BaseEstimator
+from sklearn.utils.validation import validate_data
 
 from regzoo.core.arrays import as_tensor, restore
 from regzoo.core.checks import check_choice, check_positive_int, check_range
@@ -444,21 +445,29 @@ class CoLiDE(BaseEstimator):
         check_range("sigma_min", self.sigma_min, 0.0)
         return _schedule(self.s, self.T)
 
-    def fit(self, X: Any, w_init: Any = None) -> CoLiDE:
+    def fit(self, X: Any, y: Any = None, *, w_init: Any = None) -> CoLiDE:
         """Estimate W and the noise scale(s) from samples ``X`` of shape ``(n, d)``.
 
         Args:
-            X: data, numpy array or torch tensor; copied, never modified.
+            X: data, a torch tensor or anything scikit-learn takes as an array (numpy, lists,
+                memory maps; not sparse); copied, never modified.
+            y: ignored (scikit-learn's signature of an unsupervised estimator).
             w_init: optional ``(d, d)`` warm start (official NV option); the scales start at
                 its residual scales. Default: W = 0 and σ from the column norms of X.
         """
         schedule = self._validate()
-        data, kind = as_tensor("X", X, ndim=2, dtype=torch.float64, device=self.device)
+        if not isinstance(X, torch.Tensor):
+            # scikit-learn's own checks (and messages) for array input: dtype, NaN/inf,
+            # complex, sparse, at least 2 samples and 2 variables; sets n_features_in_.
+            X = validate_data(self, X, dtype=np.float64, ensure_min_samples=2,
+                              ensure_min_features=2)
+        data, kind = as_tensor("X", X, ndim=2, dtype=torch.float64, device=self.device,
+                               finite=True)
         n, d = data.shape
         if n < 2:
-            raise ValueError(f"X needs at least 2 samples (rows), got shape {(n, d)}")
+            raise ValueError(f"X needs at least 2 samples (rows), got n_samples={n}")
         if d < 2:
-            raise ValueError(f"X needs at least 2 variables (columns), got shape {(n, d)}")
+            raise ValueError(f"X needs at least 2 variables (columns), got n_features={d}")
         data = data - data.mean(dim=0, keepdim=True)
         norms = data.norm(dim=0) / math.sqrt(n)
         constant = torch.nonzero(norms <= 1e-12 * max(float(norms.max()), 1e-300)).flatten()

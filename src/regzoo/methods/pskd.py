@@ -76,15 +76,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from regzoo.core.checks import (
-    INDEX_HINT,
-    check_index_range,
-    check_positive_int,
-    check_range,
-    check_tensor,
-)
+from regzoo.core.checks import check_positive_int, check_range, check_tensor
+from regzoo.core.kinds import check_index, check_logits, check_target
 from regzoo.registry import Default, register
 from regzoo.train.distributed import all_gather_cat, is_distributed
+
+SOFT_TARGET_HINT = (" (soft labels are not supported: the official PS-KD code has no "
+                    "mixup/CutMix path)")
 
 
 @register(
@@ -167,36 +165,8 @@ class ProgressiveSelfKnowledgeDistillation(nn.Module):
         """α_t = α_T (t + 1) / T of the current epoch (at t = 0 the target is the label)."""
         return self.alpha_T * (int(self.epoch) + 1) / self.total_epochs
 
-    def _check_logits(self, logits: torch.Tensor) -> int:
-        check_tensor("logits", logits, ndim=2, floating=True)
-        if logits.shape[1] != self.num_classes:
-            raise ValueError(f"logits must have num_classes={self.num_classes} columns, got "
-                             f"shape {tuple(logits.shape)}")
-        return logits.shape[0]
-
-    def _check_index(self, index: torch.Tensor, batch: int | None, against: str) -> int:
-        check_tensor("index", index, ndim=1, floating=False)
-        if batch is not None and index.shape[0] != batch:
-            raise ValueError(f"{against} and index must share the batch size, got {batch} and "
-                             f"{index.shape[0]}")
-        check_index_range("index", index, self.num_examples, INDEX_HINT)
-        return index.shape[0]
-
     def _check_target(self, target: torch.Tensor, batch: int | None) -> int:
-        if not isinstance(target, torch.Tensor):
-            raise TypeError(f"target must be a torch.Tensor, got {type(target).__name__}")
-        if target.ndim != 1 or target.is_floating_point() or target.dtype == torch.bool:
-            raise TypeError(
-                f"target must be a 1-D integer tensor of class indices, got shape "
-                f"{tuple(target.shape)} and dtype {target.dtype} (soft labels are not "
-                "supported: the official PS-KD code has no mixup/CutMix path)")
-        check_tensor("target", target)
-        if batch is not None and target.shape[0] != batch:
-            raise ValueError(f"logits and target must share the batch size, got {batch} and "
-                             f"{target.shape[0]}")
-        check_index_range("target", target, self.num_classes,
-                          f" (class indices for num_classes={self.num_classes})")
-        return target.shape[0]
+        return check_target(target, batch, self.num_classes, SOFT_TARGET_HINT)
 
     @torch.no_grad()
     def soft_targets(self, target: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -205,7 +175,7 @@ class ProgressiveSelfKnowledgeDistillation(nn.Module):
         At epoch 0, and for rows never written, P[index] is the one-hot label. Carries no
         gradient. Returned in the table's dtype on ``target``'s device.
         """
-        self._check_index(index, self._check_target(target, None), "target")
+        check_index(index, self._check_target(target, None), self.num_examples, "target")
         return self._soft_targets(target, index)
 
     def _soft_targets(self, target: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -230,7 +200,7 @@ class ProgressiveSelfKnowledgeDistillation(nn.Module):
         with the logits of a clean evaluation pass otherwise. Under ``torchrun`` every rank
         must call it (it gathers).
         """
-        self._check_index(index, self._check_logits(logits), "logits")
+        check_index(index, check_logits(logits, self.num_classes), self.num_examples)
         check_tensor("logits", logits, finite=True)
         self._store(index, logits.detach().softmax(dim=1))
 
@@ -258,9 +228,9 @@ class ProgressiveSelfKnowledgeDistillation(nn.Module):
             TypeError: on a non-integer ``index`` or ``target`` (soft labels included) or a
                 non-floating ``logits``.
         """
-        batch = self._check_logits(logits)
+        batch = check_logits(logits, self.num_classes)
         self._check_target(target, batch)
-        self._check_index(index, batch, "logits")
+        check_index(index, batch, self.num_examples)
         log_probs = logits.log_softmax(dim=1)
         if int(self.epoch) == 0 or self.alpha_T == 0.0:
             loss = F.nll_loss(log_probs, target)

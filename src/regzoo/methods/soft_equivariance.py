@@ -518,7 +518,8 @@ def _linear_layers(layers: Sequence[nn.Module] | nn.Module) -> list[nn.Module]:
     defaults=(
         Default("strength", DEFAULT_STRENGTH, "official train_softemlp_checkpoint.py "
                 "--init_equiv for inertia (first group 0)"),
-        Default("adjust_at", DEFAULT_ADJUST_AT, "official --adjust_equiv_at for inertia"),
+        Default("adjust_at", None, f"None: fixed strengths; the official inertia runs rescale "
+                f"once at epoch {DEFAULT_ADJUST_AT} of 8000 (--adjust_equiv_at)"),
         Default("power", DEFAULT_POWER, "official --adjust_exp for inertia/cossim"),
         Default("window", DEFAULT_WINDOW, "official: record from adjust_at − 100"),
         Default("warmup", DEFAULT_WARMUP, "official AdjustEquiv.warmup"),

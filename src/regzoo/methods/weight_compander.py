@@ -135,9 +135,10 @@ def _eligible(model: nn.Module, layer_types: tuple[type[nn.Module], ...]
     equation="W = Ψ(V) = a·arctan(V/b), V₀ = b·tan(W₀/a); weight decay on Ψ(V) (fixed) or on V "
     "(learned a, b = softplus(ρ))",
     defaults=(
-        Default("a", 0.7, "most frequent value of the paper's Table I (grid 0.5…1.0)"),
-        Default("b", 0.7, "most frequent value of the paper's Table I (grid 0.5…1.0)"),
-        Default("learned start (a, b)", (0.5, 1.0), "paper §III-B"),
+        Default("a", None, "None: 0.7 fixed, the most frequent value of the paper's Table I "
+                "(grid 0.5…1.0); 0.5 as the learned variant's start (paper §III-B)"),
+        Default("b", None, "None: 0.7 fixed, the most frequent value of the paper's Table I "
+                "(grid 0.5…1.0); 1.0 as the learned variant's start (paper §III-B)"),
         Default("compander", "arctan", "paper eq. 1 (arsinh and erf: §IV-D)"),
     ),
     variants=("fixed (a, b)", "learned per layer ('fine')", "learned shared ('coarse')",

@@ -111,10 +111,12 @@ def _het_setting(config: CoLiDEReproConfig) -> str:
     return f"nv_er{config.het_degree}_d{config.het_d}"
 
 
-def fit_arm(arm: str, X: np.ndarray, config: CoLiDEReproConfig) -> tuple[np.ndarray, int]:
+def fit_arm(arm: str, X: np.ndarray, config: CoLiDEReproConfig,
+            device: torch.device | str = "cpu") -> tuple[np.ndarray, int]:
     """Run one arm on ``X``; return its post-processed DAG and its Adam iteration count.
 
-    DAGMA does not report its iteration count (returned as −1).
+    CoLiDE computes on ``device``; DAGMA (the peer package) is numpy code on the CPU and does not
+    report its iteration count (returned as −1).
     """
     if arm in ("dagma", "dagma_colide_path"):
         try:
@@ -134,7 +136,7 @@ def fit_arm(arm: str, X: np.ndarray, config: CoLiDEReproConfig) -> tuple[np.ndar
         return to_dag(W, config.threshold), -1
     est = CoLiDE(arm.removeprefix("colide_"), config.lambda_colide, T=config.T, s=config.s,
                  warm_iter=config.warm_iter, max_iter=config.max_iter, lr=config.lr,
-                 threshold=config.threshold).fit(X)
+                 threshold=config.threshold, device=device).fit(X)
     return est.adjacency_, est.n_iter_
 
 
@@ -174,7 +176,7 @@ class CoLiDEReproduction(Reproduction):
                                       seed=unit.seed)
         started = time.perf_counter()
         with threadpool_limits(1):  # one BLAS thread, like the runner's one torch thread
-            W, n_iter = fit_arm(unit.arm, sem.X, config)
+            W, n_iter = fit_arm(unit.arm, sem.X, config, env.device)
         seconds = time.perf_counter() - started
         metrics = count_accuracy(sem.W, W)
         metrics.update({"fit_seconds": seconds, "n_iter": float(n_iter)})

@@ -93,13 +93,14 @@ class HoloBeamReproConfig(ReproConfig):
         return cls()
 
 
-def _channel(config: HoloBeamReproConfig, setting: str, seed: int) -> Any:
+def _channel(config: HoloBeamReproConfig, setting: str, seed: int,
+             device: torch.device | str = "cpu") -> Any:
     generator = torch.Generator().manual_seed(seed)
     reward, snr = ("rss", config.rss_snr_db) if setting == "rss_20db" else \
         ("db_gaussian", config.db_snr_db)
     return random_receivers(config.receivers, generator, theta_max=config.theta_max,
-                            nx=config.nx, ny=config.ny, spacing=config.spacing, snr_db=snr,
-                            reward=reward, db_noise=config.db_noise)
+                            device=device, nx=config.nx, ny=config.ny, spacing=config.spacing,
+                            snr_db=snr, reward=reward, db_noise=config.db_noise)
 
 
 class HoloBeamReproduction(Reproduction):
@@ -132,7 +133,7 @@ class HoloBeamReproduction(Reproduction):
                 for seed in config.seeds]
 
     def run_unit(self, config: HoloBeamReproConfig, unit: Unit, env: UnitEnv) -> UnitResult:
-        channel = _channel(config, unit.setting, unit.seed)
+        channel = _channel(config, unit.setting, unit.seed, env.device)
         policy_type = HoloBeam if unit.arm == "holobeam_oracle_y" else POLICIES[unit.arm]
         metrics: dict[str, float] = {}
         runs_all = policy_type.min_budget(channel.arms) <= min(config.budgets)
@@ -143,7 +144,8 @@ class HoloBeamReproduction(Reproduction):
             options: dict[str, Any] = {}
             if unit.arm == "holobeam_oracle_y":
                 options["phase1_arm_y"] = channel._best()[:, 1]
-            policy = policy_type(channel.arms, budget, channel.n_receivers, **options)
+            policy = policy_type(channel.arms, budget, channel.n_receivers, device=channel.device,
+                                 **options)
             noise = torch.Generator().manual_seed(1_000_003 * unit.seed + index)
             run = run_policy(channel, policy, noise)
             if int(run.pulls.max()) > budget:

@@ -245,10 +245,15 @@ class HyDeReproduction(Reproduction):
         clean = synthetic_cube(config.size, config.size, config.bands, rank=config.rank,
                                seed=config.cube_seed)
         noisy = add_noise(clean, unit.setting, seed=unit.seed)
-        return self._score_arm(config, unit.arm, clean, noisy)
+        return self._score_arm(config, unit.arm, clean, noisy, env.device)
 
     def _score_arm(self, config: HyDeReproConfig, arm: str, clean: np.ndarray,
-                   noisy: np.ndarray) -> UnitResult:
+                   noisy: np.ndarray, device: torch.device) -> UnitResult:
+        """Denoise with ``arm`` and score it.
+
+        regzoo's denoisers run on ``device`` (a torch tensor there; the numpy path on the CPU);
+        the oracle PCA and hyde-images are numpy code on the CPU.
+        """
         with threadpool_limits(1):
             wall, cpu = time.perf_counter(), time.process_time()
             if arm == "pca_oracle":
@@ -262,8 +267,10 @@ class HyDeReproduction(Reproduction):
                                                  "cpu_seconds")}
                     return UnitResult({**nan, "noisy_psnr": psnr(clean, noisy),
                                        "peer_failed": 1.0}, {})
-            else:
+            elif device.type == "cpu":
                 out = run_ours(arm, noisy, config)
+            else:
+                out = run_ours(arm, torch.as_tensor(noisy, device=device), config).cpu().numpy()
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         mse = np.mean((clean - out) ** 2, axis=(0, 1))
         curve = (10 * np.log10(1.0 / np.maximum(mse, 1e-30))).tolist()
@@ -277,7 +284,7 @@ class HyDeReproduction(Reproduction):
         noise = unit.setting.removesuffix(TRANSFER)
         clean, noisy = transfer_test_cube(unit.seed, noise, config.dnn_size)
         if unit.arm != "dnn":
-            return self._score_arm(config, unit.arm, clean, noisy)
+            return self._score_arm(config, unit.arm, clean, noisy, env.device)
         scores = run_dnn_transfer(unit.seed, noise, config.dnn_size, env)
         metrics = {key: float(value) for key, value in scores.items()}
         metrics["noisy_psnr"] = psnr(clean, noisy)

@@ -162,8 +162,13 @@ def _pot_semi_dual(a: np.ndarray, b: np.ndarray, C: np.ndarray, k: int | None,
     return T, int(log["res"].nit)
 
 
-def run_ot_unit(config: SparseOTReproConfig, unit: Unit) -> UnitResult:
-    """One arm on one transport problem: its plan's metrics and solve time."""
+def run_ot_unit(config: SparseOTReproConfig, unit: Unit,
+                device: torch.device | str = "cpu") -> UnitResult:
+    """One arm on one transport problem: its plan's metrics and solve time.
+
+    The sparsity-constrained solver runs on ``device``; POT's solvers (the baselines and the
+    POT cross-check) are numpy code on the CPU.
+    """
     import ot
 
     a, b, C = make_problem(config, unit.setting, unit.seed)
@@ -181,7 +186,7 @@ def run_ot_unit(config: SparseOTReproConfig, unit: Unit) -> UnitResult:
     else:
         k = int(unit.arm[1:]) if unit.arm != "kinf" else None
         T, result = sparsity_constrained_ot(a, b, C, k, config.gamma, tol=config.tol,
-                                            max_iter=config.max_iter, log=True)
+                                            max_iter=config.max_iter, log=True, device=device)
         extra["n_iter"] = float(result.n_iter)
         extra["objective"] = result.objective
     seconds = time.perf_counter() - started
@@ -230,16 +235,17 @@ def run_moe_unit(config: SparseOTReproConfig, unit: Unit, env: UnitEnv) -> UnitR
     available = config.train_images or len(data.x_train)
     keep_train = min(available, len(data.x_train)) // config.batch_size * config.batch_size
     keep_test = len(data.x_test) // group * group
-    x_train, y_train = data.x_train[:keep_train], data.y_train[:keep_train]
-    x_test, y_test = data.x_test[:keep_test], data.y_test[:keep_test]
+    device = env.device
+    x_train, y_train = data.x_train[:keep_train].to(device), data.y_train[:keep_train].to(device)
+    x_test, y_test = data.x_test[:keep_test].to(device), data.y_test[:keep_test].to(device)
     torch.manual_seed(unit.seed)
-    model = TokenMoE(config, unit.arm)
+    model = TokenMoE(config, unit.arm).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     order = torch.Generator().manual_seed(unit.seed)
     curve, route_seconds, steps = [], 0.0, 0
     for epoch in range(config.epochs):
         model.train()
-        perm = torch.randperm(keep_train, generator=order)
+        perm = torch.randperm(keep_train, generator=order).to(device)
         for start in range(0, keep_train, config.batch_size):
             idx = perm[start:start + config.batch_size]
             started = time.perf_counter()
@@ -302,7 +308,7 @@ class SparseOTReproduction(Reproduction):
         with threadpool_limits(1):  # one BLAS thread, like the runner's one torch thread
             if unit.setting == MOE:
                 return run_moe_unit(config, unit, env)
-            return run_ot_unit(config, unit)
+            return run_ot_unit(config, unit, env.device)
 
     def derived_arms(self, config: SparseOTReproConfig,
                      records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -149,16 +149,21 @@ def digits_split(seed: int) -> dict[str, torch.Tensor]:
 
 
 def _losses(model: nn.Module, data: dict[str, torch.Tensor]) -> dict[str, float]:
-    val = classification_metrics(predict_logits(model, data["x_val"]), data["y_val"])
-    test = classification_metrics(predict_logits(model, data["x_test"]), data["y_test"])
+    # predict_logits returns CPU logits, whatever the model's device.
+    val = classification_metrics(predict_logits(model, data["x_val"]), data["y_val"].cpu())
+    test = classification_metrics(predict_logits(model, data["x_test"]), data["y_test"].cpu())
     return {"val_nll": val["nll"], "test_nll": test["nll"], "test_accuracy": test["accuracy"]}
 
 
 def train_plain(config: STNReproConfig, data: dict[str, torch.Tensor], seed: int,
                  rates_at: Callable[[int], Sequence[float]]) -> dict[str, Any]:
-    """Train a plain dropout MLP; ``rates_at(epoch)`` gives the per-layer rates of each epoch."""
+    """Train a plain dropout MLP; ``rates_at(epoch)`` gives the per-layer rates of each epoch.
+
+    It trains on the device of ``data`` (initialised on the CPU first, so a seed draws the same
+    network on any device).
+    """
     seed_everything(seed)
-    model = DropoutMLP([64, *config.hidden, 10], rates_at(0))
+    model = DropoutMLP([64, *config.hidden, 10], rates_at(0)).to(data["x_train"].device)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum)
 
     def step(net: nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
@@ -179,11 +184,15 @@ def train_plain(config: STNReproConfig, data: dict[str, torch.Tensor], seed: int
 
 def run_stn(config: STNReproConfig, data: dict[str, torch.Tensor], seed: int,
              env: UnitEnv | None) -> dict[str, Any]:
-    """One STN run tuning both dropout rates; metrics, learned schedule and test curve."""
+    """One STN run tuning both dropout rates; metrics, learned schedule and test curve.
+
+    It trains on the device of ``data``.
+    """
     seed_everything(seed)
     space = HyperparameterSpace({name: Hyperparameter(config.start_rate, 0.0, config.max_rate)
                                  for name in RATE_NAMES})
     net = HyperMLP(64, 10, config.hidden, RATE_NAMES, hyper_dim=len(space))
+    net.to(data["x_train"].device)
     stn_config = STNConfig(epochs=config.epochs, train_lr=config.lr, momentum=config.momentum,
                            hyper_lr=config.hyper_lr, scale_lr=config.scale_lr,
                            warmup_epochs=config.warmup_epochs,
@@ -218,7 +227,7 @@ def _search(config: STNReproConfig, data: dict[str, torch.Tensor], seed: int,
 
 
 def _digits_unit(config: STNReproConfig, unit: Unit, env: UnitEnv) -> UnitResult:
-    data = digits_split(unit.seed)
+    data = {name: value.to(env.device) for name, value in digits_split(unit.seed).items()}
     if unit.arm in ("stn", "stn_replay"):
         # Both arms need the seed's STN run: computed once per run folder, shared by file.
         run = shared_once(env.workdir, f"stn_digits_seed{unit.seed}",
@@ -268,7 +277,8 @@ def ridge_problem(seed: int, dim: int = 50, n_train: int = 40, n_val: int = 100,
 def ridge_errors(data: dict[str, torch.Tensor], lam: float) -> dict[str, float]:
     """Validation and test MSE of closed-form ridge, argmin (1/n)‖Xw − y‖² + λ‖w‖²."""
     x, y = data["x_train"].double(), data["y_train"].double()
-    gram = x.T @ x / x.shape[0] + lam * torch.eye(x.shape[1], dtype=torch.float64)
+    gram = x.T @ x / x.shape[0] + lam * torch.eye(x.shape[1], dtype=torch.float64,
+                                                  device=x.device)
     w = torch.linalg.solve(gram, x.T @ y / x.shape[0])
     return {f"{part}_mse": float(((data[f"x_{part}"].double() @ w
                                    - data[f"y_{part}"].double()) ** 2).mean())
@@ -311,7 +321,7 @@ def run_stn_ridge(config: STNReproConfig, data: dict[str, torch.Tensor],
                                                       scale="log")})
     n_train, n_val = data["x_train"].shape[0], data["x_val"].shape[0]
     return fit_stn(
-        _RidgeNet(data["x_train"].shape[1]), space,
+        _RidgeNet(data["x_train"].shape[1]).to(data["x_train"].device), space,
         TensorBatches(data["x_train"], data["y_train"], n_train, seed=seed),
         TensorBatches(data["x_val"], data["y_val"], n_val, seed=seed),
         config=STNConfig(epochs=config.ridge_epochs, train_lr=config.ridge_lr,
@@ -323,8 +333,8 @@ def run_stn_ridge(config: STNReproConfig, data: dict[str, torch.Tensor],
     )
 
 
-def _ridge_unit(config: STNReproConfig, unit: Unit) -> UnitResult:
-    data = ridge_problem(unit.seed)
+def _ridge_unit(config: STNReproConfig, unit: Unit, device: torch.device) -> UnitResult:
+    data = {name: value.to(device) for name, value in ridge_problem(unit.seed).items()}
     best = ridge_optimum(data)
     curves: dict[str, list[float]] = {}
     metrics: dict[str, float] = {}
@@ -371,7 +381,7 @@ class STNReproduction(Reproduction):
 
     def run_unit(self, config: STNReproConfig, unit: Unit, env: UnitEnv) -> UnitResult:
         if unit.setting == "ridge":
-            return _ridge_unit(config, unit)
+            return _ridge_unit(config, unit, env.device)
         return _digits_unit(config, unit, env)
 
     def claim(self, config: STNReproConfig) -> Claim:

@@ -45,13 +45,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from regzoo.core.checks import (
-    INDEX_HINT,
-    check_index_range,
-    check_positive_int,
-    check_range,
-    check_tensor,
-)
+from regzoo.core.checks import check_positive_int, check_range, check_tensor
+from regzoo.core.kinds import check_index, check_logits, check_target
 from regzoo.registry import Default, register
 from regzoo.train.distributed import all_gather_cat, is_distributed
 
@@ -119,26 +114,11 @@ class EarlyLearningRegularization(nn.Module):
 
     def _check(self, logits: torch.Tensor, index: torch.Tensor,
                target: torch.Tensor | None = None) -> None:
-        check_tensor("logits", logits, ndim=2, floating=True)
-        if logits.shape[1] != self.num_classes:
-            raise ValueError(f"logits must have num_classes={self.num_classes} columns, got "
-                             f"shape {tuple(logits.shape)}")
-        check_tensor("index", index, ndim=1, floating=False)
-        if index.shape[0] != logits.shape[0]:
-            raise ValueError(f"logits and index must share the batch size, got "
-                             f"{logits.shape[0]} and {index.shape[0]}")
+        """The criterion kind's batch checks (regzoo.core.kinds); no target for the penalty."""
+        batch = check_logits(logits, self.num_classes)
         if target is not None:
-            if not isinstance(target, torch.Tensor):
-                raise TypeError(f"target must be a torch.Tensor, got {type(target).__name__}")
-            if target.ndim != 1 or target.is_floating_point() or target.dtype == torch.bool:
-                raise ValueError(f"target must be a 1-D integer tensor of class indices, got "
-                                 f"shape {tuple(target.shape)} and dtype {target.dtype}")
-            if target.shape[0] != logits.shape[0]:
-                raise ValueError(f"logits and target must share the batch size, got "
-                                 f"{logits.shape[0]} and {target.shape[0]}")
-            check_index_range("target", target, self.num_classes,
-                              f" (class indices for num_classes={self.num_classes})")
-        check_index_range("index", index, self.num_examples, INDEX_HINT)
+            check_target(target, batch, self.num_classes)
+        check_index(index, batch, self.num_examples)
 
     @torch.no_grad()
     def update_targets(self, index: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:

@@ -217,15 +217,14 @@ def hutchinson_diagonal(grads: Sequence[torch.Tensor], params: Sequence[torch.Te
         Default("beta (HGP)", 5e-3, "official domainbed/hparams_registry.py"),
         Default("alpha (Hutchinson)", 1e-3, "official domainbed/hparams_registry.py"),
         Default("beta (Hutchinson)", 5e-3, "official domainbed/hparams_registry.py"),
-        Default("probes", 300, "official domainbed/algorithms.py Hutchinson (repeat=300)"),
+        Default("probes", None, "None: 300 for Hutchinson (official domainbed/algorithms.py "
+                "repeat=300); HGP draws none"),
         Default("detach_mean", True, "official domainbed/algorithms.py (.detach())"),
         Default("reduction", "mean", "official domainbed/algorithms.py (sum / len(envs))"),
     ),
     variants=("hgp (Hessian-gradient product)", "hutchinson (diagonal estimate, S probes)",
               "CMNIST recipe (alpha=beta=1, sum, no detach, annealed weight)",
               "baselines: IRMv1, V-REx, CORAL, Fishr (regzoo.methods.hessian_alignment.baselines)"),
-    needs_higher_order_grad=True,
-    batch_coupled=True,
 )
 class HessianAlignment(nn.Module):
     """HGP or Hutchinson penalty on the classifier head, computed from per-domain batches.

@@ -178,8 +178,9 @@ class HMTChannel:
         active = arms >= 0
         flat = arms.clamp(min=0)
         snr = self._snr(flat // ky, flat % ky)
-        noise = torch.randn((2, self.n_receivers), generator=generator, device=self.device,
-                            dtype=self.theta.dtype)
+        # Drawn where the generator lives, then moved: a seed gives the same pilots anywhere.
+        noise = torch.randn((2, self.n_receivers), generator=generator, device=generator.device,
+                            dtype=self.theta.dtype).to(self.device)
         if self.reward == "db_gaussian":
             reward = 10 * torch.log10(1 + snr) + self.db_noise * noise[0]
         else:
@@ -190,9 +191,14 @@ class HMTChannel:
 
 
 def random_receivers(n: int, generator: torch.Generator, *, theta_max: float = math.pi / 3,
-                     **channel: Any) -> HMTChannel:
-    """``n`` receivers, θ ~ U[0, theta_max], φ ~ U[0, 2π) (spec §2), as an :class:`HMTChannel`."""
+                     device: torch.device | str | None = None, **channel: Any) -> HMTChannel:
+    """``n`` receivers, θ ~ U[0, theta_max], φ ~ U[0, 2π) (spec §2), as an :class:`HMTChannel`.
+
+    Drawn with ``generator`` on its device, then placed on ``device`` (default: the
+    generator's), so a seed gives the same receivers anywhere.
+    """
     n = check_positive_int("n (receivers)", n)
     theta_max = check_range("theta_max", theta_max, 0.0, math.pi / 2)
-    u = torch.rand((2, n), generator=generator, dtype=torch.float64)
+    u = torch.rand((2, n), generator=generator, dtype=torch.float64, device=generator.device)
+    u = u.to(device or generator.device)
     return HMTChannel(u[0] * theta_max, u[1] * 2 * math.pi, **channel)

@@ -218,7 +218,8 @@ class LineSearch:
     defaults=(
         Default("spacing", 0.25, "spec §2: sub-wavelength d = λ/4 (paper text unreadable here)"),
         Default("phase_split", "T//2 then T - T//2", "spec §2: two equal phases"),
-        Default("phase1_arm_y", "broadside (Ψy = 0)", "spec §2: an arbitrary fixed grid value"),
+        Default("phase1_arm_y", None, "None: the middle grid arm, broadside Ψy = 0 (spec §2: "
+                "an arbitrary fixed grid value)"),
         Default("reward", "rss", "abstract: maximise received signal strength; mean P·G + σ²"),
     ),
     variants=("phase1_arm_y (any fixed grid arm, or one per receiver)",

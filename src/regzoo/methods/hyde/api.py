@@ -8,7 +8,7 @@ from typing import Any
 from regzoo.core.arrays import ArrayLike
 from regzoo.core.checks import check_choice
 from regzoo.methods.hyde.fasthyde import fasthyde, fasthyie
-from regzoo.methods.hyde.forpdn import forpdn
+from regzoo.methods.hyde.forpdn import DEFAULT_GRIDS, forpdn
 from regzoo.methods.hyde.hyminor import hyminor
 from regzoo.methods.hyde.hyres import hyres
 from regzoo.methods.hyde.l1hymixde import l1hymixde
@@ -31,7 +31,7 @@ METHODS: dict[str, Callable[..., Any]] = {
 DEFAULTS = (
     Default("hyres.wavelet", "db5", "HyRes official code; HyDe transform_domain/hyres.py"),
     Default("hyres.levels", 5, "HyRes official code; HyDe transform_domain/hyres.py"),
-    Default("forpdn.grids", "[0,.01]/.001, [0,.1]/.01, [0,1]/.1, [0,10]/1",
+    Default("forpdn.grids", DEFAULT_GRIDS,
             "HyDe transform_domain/forpdn.py (s_int_st/step/end)"),
     Default("forpdn.wavelet", "db6", "HyDe transform_domain/forpdn.py (wavelet_level=6)"),
     Default("hyminor.lam", 10.0, "HyDe transform_domain/hyminor.py"),

@@ -1,0 +1,95 @@
+"""Contract of every implemented ``procedure``, parametrised over the registry.
+
+A procedure owns its training loop (built on :func:`regzoo.train.fit`) and returns a result
+record with the loop's ``history`` (:class:`regzoo.core.kinds.ProcedureResult`). Each one gives a
+canonical tiny run in ``EXAMPLES`` (a function of the device, the checkpoint path, resume and
+the epoch count, returning the result and the trained network); a newly registered procedure
+fails here until it has one.
+"""
+
+import pytest
+import torch
+
+from regzoo.core.kinds import ProcedureResult
+from regzoo.registry import cards
+
+PROCEDURES = [pytest.param(c, id=c.slug) if c.implemented else
+              pytest.param(c, id=c.slug, marks=pytest.mark.skip(reason="planned"))
+              for c in cards(kind="procedure")]
+
+
+def _stn(device, checkpoint=None, resume=False, epochs=3, **config):
+    from regzoo.data import TensorBatches
+    from regzoo.methods.stn import (
+        HyperMLP,
+        Hyperparameter,
+        HyperparameterSpace,
+        STNConfig,
+        fit_stn,
+    )
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(32, 6, generator=g)
+    y = (x[:, 0] > 0).long() + (x[:, 1] > 0).long()
+    torch.manual_seed(0)
+    space = HyperparameterSpace({"d1": Hyperparameter(0.05, 0.0, 0.9)})
+    net = HyperMLP(6, 3, (8,), ("d1",), hyper_dim=1)
+    options = {"warmup_epochs": 1, "hyper_lr": 0.1, **config}
+    result = fit_stn(net, space, TensorBatches(x[:16].to(device), y[:16].to(device), 8, seed=0),
+                     TensorBatches(x[16:].to(device), y[16:].to(device), 8, seed=1),
+                     config=STNConfig(epochs=epochs, **options), checkpoint_path=checkpoint,
+                     resume=resume, progress=False)
+    return result, net
+
+
+EXAMPLES = {"stn": (_stn, {"epochs": 0})}
+"""Per slug: the tiny run, and config options that are invalid (refused before training)."""
+
+
+def _example(card):
+    if card.slug not in EXAMPLES:
+        pytest.fail(f"procedure {card.slug!r} has no canonical run in {__name__}.EXAMPLES")
+    return EXAMPLES[card.slug]
+
+
+def _parameters(net):
+    return [p.detach().clone() for p in net.parameters()]
+
+
+@pytest.mark.parametrize("card", PROCEDURES)
+def test_returns_a_result_record_with_the_loop_history(card):
+    run, _ = _example(card)
+    result, _ = run("cpu")
+    assert isinstance(result, ProcedureResult)
+    assert len(result.history.records) >= 1
+
+
+@pytest.mark.parametrize("card", PROCEDURES)
+def test_same_seed_same_network(card):
+    run, _ = _example(card)
+    first, again = _parameters(run("cpu")[1]), _parameters(run("cpu")[1])
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+
+
+@pytest.mark.parametrize("card", PROCEDURES)
+def test_resume_from_a_checkpoint_continues_exactly(card, tmp_path):
+    run, _ = _example(card)
+    straight = _parameters(run("cpu", epochs=3)[1])
+    run("cpu", checkpoint=str(tmp_path / "ckpt.pt"), epochs=2)
+    resumed = _parameters(run("cpu", checkpoint=str(tmp_path / "ckpt.pt"), resume=True,
+                              epochs=3)[1])
+    assert all(torch.equal(a, b) for a, b in zip(straight, resumed))
+
+
+@pytest.mark.parametrize("card", PROCEDURES)
+def test_an_invalid_config_is_refused_before_training(card):
+    run, invalid = _example(card)
+    with pytest.raises(ValueError, match=next(iter(invalid))):
+        run("cpu", **invalid)
+
+
+@pytest.mark.parametrize("card", PROCEDURES)
+def test_trains_on_the_test_device(card, device):
+    run, _ = _example(card)
+    _, net = run(device)
+    assert all(p.device.type == device.type for p in net.parameters())
