@@ -28,7 +28,7 @@ def test_tiny_run_writes_valid_artefacts_with_every_arm(tmp_path):
 
 def test_presets_follow_the_spec_and_reject_bad_configs():
     full = HyDeReproConfig.full()
-    assert (full.size, full.bands, full.rank) == (64, 64, 5) and len(full.seeds) == 3
+    assert (full.size, full.bands, full.rank) == (64, 64, 5) and len(full.seeds) == 5
     assert full.noises == ("gaussian", "mixed") and "l1hymixde" in full.arms
     with pytest.raises(ValueError, match="noises"):
         HyDeReproConfig(noises=("speckle",))

@@ -140,7 +140,7 @@ class HyDeReproConfig(ReproConfig):
 
     @classmethod
     def full(cls) -> HyDeReproConfig:
-        return cls()
+        return cls(seeds=(0, 1, 2, 3, 4))  # five noise draws: the fewest that give a verdict
 
 
 def pca_oracle(noisy: np.ndarray, rank: int) -> np.ndarray:
