@@ -1,4 +1,7 @@
-"""The ``regzoo`` command: ``list``, ``info SLUG``, ``repro SLUG``, ``bench SLUG``, ``report``."""
+"""The ``regzoo`` command: ``list``, ``info SLUG``, ``repro SLUG``, ``bench SLUG``, ``report``.
+
+``assets list|build NAME|clear [NAME]`` manages the pretrained models :mod:`regzoo.assets` caches.
+"""
 
 from __future__ import annotations
 
@@ -159,6 +162,56 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _asset_overrides(name: str, items: Sequence[str]) -> dict[str, object]:
+    """``--set key=value`` items for a registered asset, each parsed as its default's type."""
+    from regzoo.assets import registered
+    from regzoo.repro.config import parse_value
+
+    defaults = registered(name).defaults
+    values: dict[str, object] = {}
+    for key, text in _parse_sets(items).items():
+        if key not in defaults:
+            raise ValueError(f"asset {name!r} has no config field {key!r}; fields: "
+                             f"{', '.join(defaults)}")
+        default = defaults[key]
+        hint = tuple[type(default[0]), ...] if isinstance(default, tuple) else type(default)
+        values[key] = parse_value(key, text, hint)
+    return values
+
+
+def _cmd_assets(args: argparse.Namespace) -> int:
+    from regzoo import assets
+
+    if args.action == "list":
+        print(f"cache: {assets.cache_dir()}")
+        found = assets.list_cached()
+        for entry in found:
+            if entry.error is not None:
+                print(f"{entry.name}  {entry.key}  unreadable ({entry.error:.80})")
+                continue
+            config = " ".join(f"{k}={v}" for k, v in sorted((entry.config or {}).items()))
+            print(f"{entry.name}  {entry.key}  {entry.size_bytes / 1024:.0f} KiB  "
+                  f"{entry.created}  {config}")
+        if not found:
+            print("no cached assets")
+        print("buildable (regzoo assets build NAME [--set KEY=VALUE]):")
+        for asset in assets.REGISTRY.values():
+            defaults = " ".join(f"{k}={v}" for k, v in asset.defaults.items())
+            print(f"  {asset.name}: {asset.summary}; defaults {defaults}")
+        return 0
+    if args.action == "build":
+        overrides = _asset_overrides(args.name, args.set)
+        payload = assets.get(args.name, overrides)
+        numbers = ", ".join(f"{k} {v:.4g}" for k, v in payload.items()
+                            if isinstance(v, float))
+        print(f"{args.name}: {assets.location(args.name, overrides)}"
+              + (f" ({numbers})" if numbers else ""))
+        return 0
+    removed = assets.clear(args.name)
+    print(f"removed {removed} cached asset file(s) from {assets.cache_dir()}")
+    return 0
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -216,6 +269,18 @@ def build_parser() -> argparse.ArgumentParser:
                    "verdict rule and rewrite its note, result.md and plot from its "
                    "result.json (no training; a stale result stays stale)")
     p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("assets", help="pretrained models cached in $REGZOO_CACHE "
+                       "(default ~/.cache/regzoo): list, build or clear them")
+    actions = p.add_subparsers(dest="action", required=True)
+    actions.add_parser("list", help="cached assets and the names that can be built")
+    q = actions.add_parser("build", help="build a registered asset into the cache")
+    q.add_argument("name")
+    q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field (repeatable), e.g. --set seed=1")
+    q = actions.add_parser("clear", help="delete cached assets (all, or those of NAME)")
+    q.add_argument("name", nargs="?")
+    p.set_defaults(func=_cmd_assets)
     return parser
 
 

@@ -29,9 +29,9 @@ def _stn_run(rank: int | None) -> dict[str, Any]:
 
     from regzoo.data import TensorBatches
     from regzoo.methods.stn import (
+        HyperLinear,
         Hyperparameter,
         HyperparameterSpace,
-        HyperLinear,
         STNConfig,
         fit_stn,
     )

@@ -1,7 +1,6 @@
 """Smoke test of `regzoo repro ba_lora --tiny`: artefacts, both settings, the sweep, the helpers."""
 
 import json
-import math
 
 import pytest
 import torch
@@ -10,7 +9,6 @@ from regzoo.data.transfer import digits_transfer
 from regzoo.repro.ba_lora import (
     BALoRAReproConfig,
     arm_weights,
-    at_match,
     nlu_data,
 )
 from regzoo.repro.runner import run_reproduction, validate_result
@@ -19,16 +17,18 @@ from regzoo.repro.runner import run_reproduction, validate_result
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("ba_lora") / "run"
-    return out, run_reproduction("ba_lora", "tiny", out=out, jobs=1, progress=False,
-                                 command="regzoo repro ba_lora --tiny")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("REGZOO_CACHE", str(tmp_path_factory.mktemp("cache")))
+        return out, run_reproduction("ba_lora", "tiny", out=out, jobs=1, progress=False,
+                                     command="regzoo repro ba_lora --tiny")
 
 
 def test_tiny_run_writes_valid_artefacts_for_both_settings(tiny_run):
     out, result = tiny_run
     validate_result(result)
     validate_result(json.loads((out / "result.json").read_text()))
-    for name in ("result.md", "ba_lora.png", "done", "sweep_nlu_digits.json",
-                 "sweep_nlg_toy.json"):
+    for name in ("result.md", "ba_lora.png", "done", "search_nlu_digits.json",
+                 "search_nlg_toy.json"):
         assert (out / name).is_file(), name
     config = BALoRAReproConfig.tiny()
     aggregate = result["metrics"]["aggregate"]
@@ -44,7 +44,7 @@ def test_tiny_run_writes_valid_artefacts_for_both_settings(tiny_run):
 def test_units_use_the_swept_settings_and_record_curves(tiny_run):
     out, result = tiny_run
     config = BALoRAReproConfig.tiny()
-    sweeps = {s: json.loads((out / f"sweep_{s}.json").read_text()) for s in config.settings}
+    sweeps = {s: json.loads((out / f"search_{s}.json").read_text()) for s in config.settings}
     for record in result["metrics"]["per_seed"]:
         metrics, curves = record["metrics"], record["curves"]
         epochs = config.nlu_epochs if record["setting"] == "nlu_digits" else config.nlg_epochs
@@ -56,12 +56,6 @@ def test_units_use_the_swept_settings_and_record_curves(tiny_run):
             assert 0 <= metrics["worst_group_accuracy"] <= 1
             assert metrics["bias_gap"] == pytest.approx(
                 metrics["aligned_accuracy"] - metrics["worst_group_accuracy"])
-
-
-def test_at_match_interpolates_and_gives_nan_when_never_reached():
-    assert at_match([0.2, 0.6, 0.9], [1.0, 0.8, 0.4], 0.4) == pytest.approx(0.9)
-    assert at_match([0.5, 0.6], [1.0, 0.8], 0.3) == 1.0
-    assert math.isnan(at_match([0.2, 0.3], [1.0, 0.8], 0.9))
 
 
 def test_arm_weights_scale_the_paper_lambdas_per_term():

@@ -14,7 +14,7 @@ from regzoo.repro.provenance import (
     module_closure,
 )
 
-SLUGS = ("elr", "pskd", "sorsa", "hessian_alignment", "sparse_ot")
+SLUGS = ("elr", "pskd", "sorsa", "sara", "hessian_alignment", "sparse_ot")
 
 
 def test_closure_holds_the_reproduction_its_method_and_shared_code_but_no_bookkeeping():
@@ -70,7 +70,10 @@ def _stale_after_editing(root, relative):
 
 
 def test_editing_one_method_stales_only_its_result_and_the_results_that_import_it(source_copy):
-    assert _stale_after_editing(source_copy, "methods/sorsa.py") == {"sorsa"}
+    # The fine-tuning kit maps every arm to its adapter: a fine-tuning method's edit stales all
+    # four fine-tuning results (SORSA and SaRA stand for them here).
+    assert _stale_after_editing(source_copy, "methods/sorsa.py") == {"sorsa", "sara"}
+    assert _stale_after_editing(source_copy, "repro/sara.py") == {"sara"}
     # PS-KD's reproduction composes ELR's criterion: an ELR edit stales both.
     assert _stale_after_editing(source_copy, "methods/elr/loss.py") == {"elr", "pskd"}
     assert _stale_after_editing(source_copy, "repro/pskd.py") == {"pskd"}

@@ -149,3 +149,14 @@ def test_smoke_runs_give_no_verdict_and_quote_the_committed_one(fake, tmp_path):
 def test_a_full_run_with_fewer_than_five_seeds_is_not_copied_to_results(fake, tmp_path):
     _run(tmp_path, mode="full", seeds=[0, 1, 2])
     assert not (tmp_path / "results" / "elr").exists()
+
+
+def test_shared_work_of_other_code_is_set_aside_on_resume(fake, tmp_path):
+    _, code = fake
+    _run(tmp_path)
+    shared = tmp_path / "run" / "lr_search.json"
+    shared.write_text('{"lr": 0.1}')
+    code["modules"] = {"regzoo.repro.elr": "v2"}
+    _run(tmp_path, resume=True)
+    assert not shared.exists() and (tmp_path / "run" / "lr_search.json.stale").is_file()
+    assert (tmp_path / "run" / "config.json").is_file()

@@ -5,22 +5,25 @@ import math
 
 import pytest
 
+from regzoo.repro.finetune import score_grid, source_at_matched_target
 from regzoo.repro.runner import run_reproduction, validate_result
-from regzoo.repro.sara import ARMS, SaRAReproConfig, at_target, choose_lr
+from regzoo.repro.sara import ARMS, SaRAReproConfig, matched_score
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("sara") / "run"
-    return out, run_reproduction("sara", "tiny", out=out, jobs=1, progress=False,
-                                 command="regzoo repro sara --tiny")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("REGZOO_CACHE", str(tmp_path_factory.mktemp("cache")))
+        return out, run_reproduction("sara", "tiny", out=out, jobs=1, progress=False,
+                                     command="regzoo repro sara --tiny")
 
 
 def test_tiny_run_writes_valid_artefacts_with_every_arm(tiny_run):
     out, result = tiny_run
     validate_result(result)
     validate_result(json.loads((out / "result.json").read_text()))
-    for name in ("result.md", "sara.png", "done", "lr_sweep_sara.json", "pretrained_s0.pt"):
+    for name in ("result.md", "sara.png", "done", "search_sara.json"):
         assert (out / name).is_file(), name
     aggregate = result["metrics"]["aggregate"]["digits"]
     assert set(aggregate) == set(ARMS)
@@ -51,14 +54,19 @@ def test_units_share_the_pretrained_model_and_count_state_bytes(tiny_run):
 
 
 def test_learning_rate_choice_and_matched_accuracy_rules():
-    config = SaRAReproConfig(lr_grid=(1e-4, 1e-3, 1e-2, 2e-2, 3e-2, 1e-1))
-    sweep = {"new_val": [0.1, 0.5, 0.92, 0.95, 0.97, 0.9],
-             "old_val": [0.9, 0.8, 0.6, 0.7, 0.3, 0.1]}
-    assert choose_lr(config, sweep) == 3  # reaches 0.9 and keeps the most of task A
-    sweep["new_val"] = [0.1, 0.5, 0.6, 0.8, 0.7, 0.4]
-    assert choose_lr(config, sweep) == 3  # none reaches: the best fit
-    assert at_target([0.5, 0.8, 1.0], [0.9, 0.7, 0.3], 0.9) == pytest.approx(0.5)
-    assert math.isnan(at_target([0.5, 0.8], [0.9, 0.7], 0.9))
+    grid = (1e-4, 1e-3, 1e-2, 2e-2, 3e-2, 1e-1)
+
+    def choose(new, old):
+        found = score_grid(grid, seeds=(1000,), rules={"matched": lambda r: matched_score(r, 0.9)},
+                           run=lambda lr, seed: {"new_val": new[grid.index(lr)],
+                                                 "old_val": old[grid.index(lr)]})
+        return grid.index(found["best"]["matched"])
+
+    old = [0.9, 0.8, 0.6, 0.7, 0.3, 0.1]
+    assert choose([0.1, 0.5, 0.92, 0.95, 0.97, 0.9], old) == 3  # reaches 0.9, keeps most of A
+    assert choose([0.1, 0.5, 0.6, 0.8, 0.7, 0.4], old) == 3  # none reaches: the best fit
+    assert source_at_matched_target([0.5, 0.8, 1.0], [0.9, 0.7, 0.3], 0.9) == pytest.approx(0.5)
+    assert math.isnan(source_at_matched_target([0.5, 0.8], [0.9, 0.7], 0.9))
 
 
 def test_config_is_validated():

@@ -12,7 +12,8 @@ from regzoo.repro.sorsa import (
 )
 
 
-def test_tiny_run_writes_valid_artefacts_with_every_arm(tmp_path):
+def test_tiny_run_writes_valid_artefacts_with_every_arm(tmp_path, monkeypatch):
+    monkeypatch.setenv("REGZOO_CACHE", str(tmp_path / "cache"))
     result = run_reproduction("sorsa", "tiny", out=tmp_path / "run", jobs=1, progress=False)
     validate_result(result)
     config = SORSAReproConfig.tiny()

@@ -8,11 +8,12 @@ not the paper's benchmarks.
 ``nlu_digits`` (classifier). :func:`regzoo.data.transfer.digits_transfer` gives a source task
 (digits) and a target task (the same images with permuted pixels, labels + 3 mod 10). Every input
 gets 10 extra "watermark" features, a one-hot of a class w scaled by ``spurious_scale``. The
-*dirty pretraining*: an MLP in-128-128-10 is trained on the source task with w = the digit for
-``pre_bias`` (90 %) of the images (else uniform) and ``pre_noise`` (20 %) symmetric label noise,
-so it learns to lean on the watermark. The downstream task: the target task, its training labels
-with ``down_noise`` (30 %) symmetric noise, the watermark still tied to the digit for
-``down_bias`` (50 %) of the images (the bias persists in new data, more weakly). Test images are
+*dirty pretraining*: an MLP in-128-128-10 is trained (:func:`regzoo.repro.common.pretrain_mlp`:
+Adam, ``pretrain_epochs`` epochs of batch ``batch_size``) on the source task with w = the digit
+for ``pre_bias`` (90 %) of the images (else uniform) and ``pre_noise`` (20 %) symmetric label
+noise, so it learns to lean on the watermark. The downstream task: the target task, its
+training labels with ``down_noise`` (30 %) symmetric noise, the watermark still tied to the digit
+for ``down_bias`` (50 %) of the images (the bias persists in new data, more weakly). Test images are
 scored three ways: watermark as in training (``target_accuracy``), watermark = the digit
 (aligned) and watermark ≠ the digit (conflicting; ``worst_group_accuracy`` = the smaller of the
 two, always the conflicting one here); ``bias_gap`` = aligned − conflicting;
@@ -21,13 +22,14 @@ test accuracy and loss (watermark uniform).
 
 ``nlg_toy`` (causal LM). :class:`regzoo.models.causal_lm.TinyCausalLM` (d 64, 2 layers) is
 pretrained on :class:`regzoo.data.text_corpus.ToyGrammar` sentences "<bos> the ADJ SUBJ VERB the
-ADJ OBJ ." under the pretraining rule with ``lm_pre_noise`` (20 %) random objects. Downstream:
-``lm_down_sentences`` (120, about 3 per subject–verb pair) sentences of the first
-``shifted_verbs`` verbs under the *shifted* rule (their object offsets moved), ``lm_down_noise``
-(40 %) random objects; a noisy validation set of ``lm_val_sentences`` (200) sentences drawn the
-same way. Downstream accuracy = clean object accuracy on fresh test sentences of those verbs;
-forgetting = next-token loss on a clean pretraining-rule corpus (all verbs; ``source_loss``) and
-object accuracy on the verbs the downstream task never touches (``source_accuracy``).
+ADJ OBJ ." under the pretraining rule with ``lm_pre_noise`` (20 %) random objects (AdamW, cosine
+decay per step). Downstream: ``lm_down_sentences`` (120, about 3 per subject–verb pair)
+sentences of the first ``shifted_verbs`` verbs under the *shifted* rule (their object offsets
+moved), ``lm_down_noise`` (40 %) random objects; a noisy validation set of ``lm_val_sentences``
+(200) sentences drawn the same way. Downstream accuracy = clean object accuracy on fresh test
+sentences of those verbs; forgetting = next-token loss on a clean pretraining-rule corpus (all
+verbs; ``source_loss``) and object accuracy on the verbs the downstream task never touches
+(``source_accuracy``).
 
 Arms: ``full_ft``; ``lora`` and ``pissa`` (rank 8, scale 1 — r = alpha as in the official
 script); ``ba_lora`` (PiSSA + the three terms); ``ba_lora_cons``, ``ba_lora_div``,
@@ -35,10 +37,16 @@ script); ``ba_lora`` (PiSSA + the three terms); ``ba_lora_cons``, ``ba_lora_div`
 rate BA-LoRA chose, so the regularisers are compared without the rate difference). All: AdamW
 (weight decay 0, as the official script), cosine decay per step, every linear layer adapted in
 NLU, the q/k/v/o/up/down projections in NLG (embeddings and ``lm_head`` frozen, as the paper).
+Arms map onto the fine-tuning kit's (:data:`regzoo.repro.finetune.ARMS`; :data:`ADAPTER`).
+
+Both pretrained models are built once per machine on the CPU and cached as assets
+(:mod:`regzoo.assets`: ``ba_lora_nlu_mlp``, ``ba_lora_nlg_lm``); fine-tuning runs on the unit's
+device.
 
 Hyperparameters, chosen once per run on validation data of a separate ``sweep_seed`` (its own
 pretrained model and split; :func:`regzoo.repro.protocol.shared_once`), by the best *noisy*
-validation accuracy (no clean labels and no group labels are used for the choice):
+validation accuracy (no clean labels and no group labels are used for the choice; each grid is
+scored by :func:`regzoo.repro.finetune.score_grid`):
 
 1. ``full_ft``, ``lora``, ``pissa``: the learning rate from the setting's grid;
 2. each single-term arm: λ_i = paper λ_i × m, m from ``lambda_multipliers``, at PiSSA's rate (the
@@ -47,8 +55,9 @@ validation accuracy (no clean labels and no group labels are used for the choice
 
 Forgetting at matched accuracy: ``match_accuracy`` = 0.9 × the smallest clean validation accuracy
 of LoRA, PiSSA and BA-LoRA at their chosen settings (from the sweep); ``source_at_match`` is a
-unit's source metric (NLU: accuracy; NLG: loss) interpolated at the first epoch whose downstream
-test accuracy reaches it (NaN if never).
+unit's source metric (NLU: accuracy; NLG: loss) interpolated to where the downstream test accuracy
+first reaches it along the epochs (:func:`regzoo.repro.finetune.source_at_matched_target`; NaN if
+never).
 """
 
 from __future__ import annotations
@@ -57,22 +66,28 @@ import dataclasses
 import functools
 import math
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from regzoo.adapters.lowrank import apply_low_rank
+from regzoo import assets
 from regzoo.data.noise import symmetric_noise
 from regzoo.data.text_corpus import Corpus, ToyGrammar, object_accuracy
-from regzoo.data.transfer import digits_transfer
+from regzoo.data.transfer import Task, digits_transfer
 from regzoo.methods.ba_lora import PAPER_WEIGHTS, BALoRA
 from regzoo.metrics import expected_calibration_error
-from regzoo.models import MLP
 from regzoo.models.causal_lm import CausalLMConfig, TinyCausalLM, next_token_loss
 from regzoo.repro.config import ReproConfig
+from regzoo.repro.finetune import (
+    Adapted,
+    adapt,
+    pretrained_mlp,
+    score_grid,
+    source_at_matched_target,
+    warmup_cosine,
+)
 from regzoo.repro.protocol import (
     Claim,
     Reproduction,
@@ -83,12 +98,16 @@ from regzoo.repro.protocol import (
     summary_mean,
 )
 from regzoo.train import seed_everything, time_steps
+from regzoo.train.distributed import local_only
 
 SETTINGS = ("nlu_digits", "nlg_toy")
 ARMS = ("full_ft", "lora", "pissa", "ba_lora", "ba_lora_cons", "ba_lora_div", "ba_lora_svd",
         "pissa_ba_lr")
 SINGLE_TERM = {"ba_lora_cons": 0, "ba_lora_div": 1, "ba_lora_svd": 2}
 MATCHED_ARMS = ("lora", "pissa", "ba_lora")
+ADAPTER = {"pissa_ba_lr": "pissa", **dict.fromkeys(SINGLE_TERM, "ba_lora")}
+"""Arms of this reproduction that are a kit arm (:data:`regzoo.repro.finetune.ARMS`) by another
+name: the control is PiSSA, the ablations are BA-LoRA with two of the three λ's at 0."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,36 +194,50 @@ class BALoRAReproConfig(ReproConfig):
 
 # --- training helpers ------------------------------------------------------------------------
 
-def _cosine_adamw(params: Sequence[nn.Parameter], lr: float, total_steps: int
-                  ) -> tuple[torch.optim.Optimizer, Any]:
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps)
-                                                    / total_steps)))
-    return optimizer, scheduler
+def _adamw_cosine(parameters: Sequence[nn.Parameter], lr: float, total_steps: int
+                  ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW (weight decay 0, as the official script) with cosine decay over the steps."""
+    optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=0.0)
+    return optimizer, warmup_cosine(optimizer, total_steps)
 
 
-def _train(handle: BALoRA | None, optimizer: torch.optim.Optimizer, scheduler: Any, n: int,
+def _moved(value: Any, device: torch.device | str | None) -> Any:
+    """``value`` with every tensor in it (tuples, dicts, corpora, the data classes) on ``device``.
+
+    The data are drawn on the CPU, so a seed means the same data on any device.
+    """
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, tuple):
+        return tuple(_moved(v, device) for v in value)
+    if isinstance(value, dict):
+        return {k: _moved(v, device) for k, v in value.items()}
+    if isinstance(value, (Corpus, NLUData, NLGData)):
+        return dataclasses.replace(value, **{f.name: _moved(getattr(value, f.name), device)
+                                             for f in dataclasses.fields(value)})
+    return value
+
+
+def _train(adapted: Adapted, optimizer: torch.optim.Optimizer, scheduler: Any, n: int,
            batch_loss: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
            evaluate: Callable[[], dict[str, float]], *, epochs: int, batch_size: int, seed: int,
            curves_every_epoch: bool, log: Callable[[dict[str, float]], None] | None
            ) -> dict[str, list[float]]:
-    """Epochs of shuffled minibatches; BA-LoRA's terms join the task loss when ``handle`` is set.
+    """Epochs of shuffled minibatches; BA-LoRA's terms join the task loss for its arms.
 
     ``batch_loss(indices)`` returns (logits, task loss, inputs); ``evaluate()`` runs after every
-    epoch (or only the last unless ``curves_every_epoch``) and its records form the curves.
+    epoch (or only the last unless ``curves_every_epoch``) and its records form the curves. The
+    batch order comes from a CPU generator, so a seed means the same order on any device.
     """
     order = torch.Generator().manual_seed(seed)
+    handle = adapted.handle if isinstance(adapted.handle, BALoRA) else None
     curves: dict[str, list[float]] = {}
     for epoch in range(epochs):
         for batch in torch.randperm(n, generator=order).split(batch_size):
             logits, loss, inputs = batch_loss(batch)
             if handle is not None:
                 loss = loss + handle.regularizer(logits, inputs=inputs).total
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
+            adapted.update(optimizer, loss, scheduler=scheduler)
         if not curves_every_epoch and epoch + 1 < epochs:
             continue
         record = evaluate()
@@ -215,18 +248,12 @@ def _train(handle: BALoRA | None, optimizer: torch.optim.Optimizer, scheduler: A
     return curves
 
 
-def _adapt(arm: str, model: nn.Module, *, rank: int, task: str,
-           weights: tuple[float, float, float], targets: Sequence[str] | None
-           ) -> tuple[list[nn.Parameter], BALoRA | None]:
-    """Wrap ``model`` in place for ``arm``; its trainable parameters and BA-LoRA handle."""
-    if arm == "full_ft":
-        return list(model.parameters()), None
-    if arm in ("lora", "pissa", "pissa_ba_lr"):
-        handle = apply_low_rank(model, target_modules=targets, rank=rank,
-                                init="lora" if arm == "lora" else "pissa")
-        return handle.trainable_parameters(), None
-    balora = BALoRA.apply(model, target_modules=targets, rank=rank, task=task, weights=weights)
-    return balora.trainable_parameters(), balora
+def adapt_arm(arm: str, model: nn.Module, *, rank: int, task: str,
+              weights: tuple[float, float, float], targets: Sequence[str] | None,
+              device: torch.device | str | None = None) -> Adapted:
+    """Wrap ``model`` in place for ``arm`` (on the CPU), then move it to ``device``."""
+    return adapt(model, ADAPTER.get(arm, arm), device=device, target_modules=targets,
+                 rank=rank, task=task, weights=weights)
 
 
 def arm_weights(arm: str, chosen: dict[str, float]) -> tuple[float, float, float]:
@@ -237,17 +264,6 @@ def arm_weights(arm: str, chosen: dict[str, float]) -> tuple[float, float, float
                      for j in range(3))
     return tuple(PAPER_WEIGHTS[j] * chosen[name]  # type: ignore[return-value]
                  for j, name in enumerate(SINGLE_TERM))
-
-
-def at_match(target: Sequence[float], source: Sequence[float], threshold: float) -> float:
-    """``source`` linearly interpolated where ``target`` first reaches ``threshold`` (epochs)."""
-    for i, value in enumerate(target):
-        if value >= threshold:
-            if i == 0 or target[i - 1] == value:
-                return float(source[i])
-            w = (threshold - target[i - 1]) / (value - target[i - 1])
-            return float(source[i - 1] + w * (source[i] - source[i - 1]))
-    return math.nan
 
 
 # --- NLU: digits with a planted watermark ----------------------------------------------------
@@ -315,59 +331,58 @@ def nlu_data(config: BALoRAReproConfig, seed: int) -> NLUData:
     )
 
 
-def _nlu_model(config: BALoRAReproConfig, num_features: int) -> MLP:
-    return MLP(num_features, 10, hidden=config.hidden)
+NLU_TASK_FIELDS = ("spurious_scale", "pre_bias", "pre_noise")
+"""The config fields the NLU source task depends on (with the seed): part of its asset's key."""
 
 
-def nlu_pretrained(config: BALoRAReproConfig, seed: int, workdir: str
-                   ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """The dirty-pretrained MLP of ``seed`` (trained once per run, cached in ``workdir``)."""
-    path = Path(workdir) / f"pretrained_nlu_s{seed}.pt"
+def nlu_source_task(config: BALoRAReproConfig, seed: int) -> Task:
+    """The watermarked source task with noisy training labels; a uniform watermark in test.
 
-    def compute() -> dict[str, Any]:
-        data = nlu_data(config, seed)
-        seed_everything(seed)
-        model = _nlu_model(config, data.num_features)
-        x, y = data.source_train
-        optimizer = torch.optim.AdamW(model.parameters(), lr=config.pretrain_lr,
-                                      weight_decay=0.0)
-        g = torch.Generator().manual_seed(seed)
-        for _ in range(config.pretrain_epochs):
-            for batch in torch.randperm(x.shape[0], generator=g).split(config.batch_size):
-                optimizer.zero_grad()
-                F.cross_entropy(model(x[batch]), y[batch]).backward()
-                optimizer.step()
-        torch.save(model.state_dict(), path)
-        with torch.no_grad():
-            xs, ys = data.source_test
-            aligned = xs.clone()
-            aligned[:, -10:] = F.one_hot(ys, 10).float() * config.spurious_scale
-            return {"path": str(path),
-                    "source_accuracy": _acc(model(xs), ys),
-                    "source_aligned_accuracy": _acc(model(aligned), ys)}
+    It has no validation split: the pretraining uses none.
+    """
+    data = nlu_data(config, seed)
+    (x, y), (x_test, y_test) = data.source_train, data.source_test
+    return Task("digits_watermarked", x, y, x[:0], y[:0], x_test, y_test, num_classes=10)
 
-    info = shared_once(workdir, f"pretrained_nlu_s{seed}", compute)
-    return torch.load(info["path"], weights_only=True), info
+
+def nlu_pretrained(config: BALoRAReproConfig, seed: int) -> tuple[nn.Module, dict[str, float]]:
+    """The dirty-pretrained MLP of ``seed`` (CPU, from the asset cache), source accuracies.
+
+    The accuracies are on the source test split with a uniform and with an aligned watermark.
+    """
+    model, _ = pretrained_mlp(seed, hidden=config.hidden, epochs=config.pretrain_epochs,
+                              lr=config.pretrain_lr, batch_size=config.batch_size,
+                              task=lambda: nlu_source_task(config, seed),
+                              task_name="ba_lora_nlu_mlp",
+                              task_config={f: getattr(config, f) for f in NLU_TASK_FIELDS})
+    xs, ys = nlu_data(config, seed).source_test
+    aligned = xs.clone()
+    aligned[:, -10:] = F.one_hot(ys, 10).float() * config.spurious_scale
+    with torch.no_grad():
+        return model, {"source_accuracy": _acc(model(xs), ys),
+                       "source_aligned_accuracy": _acc(model(aligned), ys)}
 
 
 def _acc(logits: torch.Tensor, y: torch.Tensor) -> float:
     return float((logits.argmax(dim=1) == y).double().mean())
 
 
-def train_nlu(config: BALoRAReproConfig, arm: str, seed: int, workdir: str, *, lr: float,
+def train_nlu(config: BALoRAReproConfig, arm: str, seed: int, *, lr: float,
               weights: tuple[float, float, float], log: Callable[[dict[str, float]], None]
-              | None = None, curves_every_epoch: bool = True) -> dict[str, Any]:
-    """Adapt the seed's pretrained MLP for ``arm``; per-epoch curves and final metrics."""
-    data = nlu_data(config, seed)
-    state, info = nlu_pretrained(config, seed, workdir)
+              | None = None, curves_every_epoch: bool = True,
+              device: torch.device | str | None = None) -> dict[str, Any]:
+    """Adapt the seed's pretrained MLP for ``arm`` on ``device``; curves and final metrics."""
+    data = _moved(nlu_data(config, seed), device)
+    model, info = nlu_pretrained(config, seed)
     seed_everything(seed)
-    model = _nlu_model(config, data.num_features)
-    model.load_state_dict(state)
-    params, handle = _adapt(arm, model, rank=config.rank, task="nlu", weights=weights,
-                            targets=None)
+    adapted = adapt_arm(arm, model, rank=config.rank, task="nlu", weights=weights,
+                        targets=None, device=device)
+    model.train()
     x, y = data.target_train
     steps_per_epoch = math.ceil(x.shape[0] / config.batch_size)
-    optimizer, scheduler = _cosine_adamw(params, lr, config.nlu_epochs * steps_per_epoch)
+    optimizer, scheduler = _adamw_cosine(adapted.parameters, lr,
+                                         config.nlu_epochs * steps_per_epoch)
+
     def evaluate() -> dict[str, float]:
         model.eval()
         with torch.no_grad():
@@ -387,10 +402,11 @@ def train_nlu(config: BALoRAReproConfig, arm: str, seed: int, workdir: str, *, l
         return out
 
     def batch_loss(batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        batch = batch.to(x.device)
         logits = model(x[batch])
         return logits, F.cross_entropy(logits, y[batch]), x[batch]
 
-    curves = _train(handle, optimizer, scheduler, x.shape[0], batch_loss, evaluate,
+    curves = _train(adapted, optimizer, scheduler, x.shape[0], batch_loss, evaluate,
                     epochs=config.nlu_epochs, batch_size=config.batch_size, seed=seed,
                     curves_every_epoch=curves_every_epoch, log=log)
     model.eval()
@@ -454,17 +470,24 @@ def nlg_data(config: BALoRAReproConfig, seed: int) -> NLGData:
     )
 
 
-def nlg_pretrained(config: BALoRAReproConfig, seed: int, workdir: str
-                   ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """The seed's LM pretrained on the noisy pretraining corpus (once per run, cached)."""
-    path = Path(workdir) / f"pretrained_nlg_s{seed}.pt"
+NLG_PRETRAIN_FIELDS = ("lm_d_model", "lm_layers", "lm_pretrain_sentences", "lm_pre_noise",
+                       "lm_pretrain_epochs", "lm_pretrain_lr", "batch_size")
+"""The config fields the pretrained LM depends on (with the seed): part of its asset's key."""
 
-    def compute() -> dict[str, Any]:
-        data = nlg_data(config, seed)
+
+def nlg_pretrained(config: BALoRAReproConfig, seed: int
+                   ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+    """The seed's LM pretrained on the noisy corpus: state dict, source loss and accuracy.
+
+    Trained on the CPU and cached as an asset (:mod:`regzoo.assets`).
+    """
+    data = nlg_data(config, seed)
+
+    def build() -> dict[str, Any]:
         seed_everything(seed)
         model = _lm(config, data.grammar)
         tokens = data.pretrain.tokens
-        optimizer, scheduler = _cosine_adamw(
+        optimizer, scheduler = _adamw_cosine(
             list(model.parameters()), config.lm_pretrain_lr,
             config.lm_pretrain_epochs * math.ceil(tokens.shape[0] / config.batch_size))
         g = torch.Generator().manual_seed(seed)
@@ -474,12 +497,14 @@ def nlg_pretrained(config: BALoRAReproConfig, seed: int, workdir: str
                 next_token_loss(model(tokens[batch]), tokens[batch]).backward()
                 optimizer.step()
                 scheduler.step()
-        torch.save(model.state_dict(), path)
         with torch.no_grad():
-            return {"path": str(path), **_nlg_source_metrics(model, data)}
+            return {"state_dict": model.state_dict(), **_nlg_source_metrics(model, data)}
 
-    info = shared_once(workdir, f"pretrained_nlg_s{seed}", compute)
-    return torch.load(info["path"], weights_only=True), info
+    payload = assets.cached(
+        "ba_lora_nlg_lm", {"seed": seed, **{f: getattr(config, f) for f in NLG_PRETRAIN_FIELDS}},
+        build, check=lambda p: _lm(config, data.grammar).load_state_dict(p["state_dict"]),
+        code=(__name__,))
+    return payload["state_dict"], {k: payload[k] for k in ("source_loss", "source_accuracy")}
 
 
 def _nlg_source_metrics(model: nn.Module, data: NLGData) -> dict[str, float]:
@@ -489,24 +514,26 @@ def _nlg_source_metrics(model: nn.Module, data: NLGData) -> dict[str, float]:
                                                data.retained_test, data.grammar)}
 
 
-def train_nlg(config: BALoRAReproConfig, arm: str, seed: int, workdir: str, *, lr: float,
+def train_nlg(config: BALoRAReproConfig, arm: str, seed: int, *, lr: float,
               weights: tuple[float, float, float], log: Callable[[dict[str, float]], None]
-              | None = None, curves_every_epoch: bool = True) -> dict[str, Any]:
-    """Adapt the seed's pretrained LM for ``arm``; per-epoch curves and final metrics."""
-    data = nlg_data(config, seed)
-    state, info = nlg_pretrained(config, seed, workdir)
+              | None = None, curves_every_epoch: bool = True,
+              device: torch.device | str | None = None) -> dict[str, Any]:
+    """Adapt the seed's pretrained LM for ``arm`` on ``device``; curves and final metrics."""
+    state, info = nlg_pretrained(config, seed)
+    data = _moved(nlg_data(config, seed), device)
     seed_everything(seed)
     model = _lm(config, data.grammar)
     model.load_state_dict(state)
-    params, handle = _adapt(arm, model, rank=config.rank, task="nlg", weights=weights,
-                            targets=TinyCausalLM.ADAPTER_TARGETS)
+    adapted = adapt_arm(arm, model, rank=config.rank, task="nlg", weights=weights,
+                        targets=TinyCausalLM.ADAPTER_TARGETS, device=device)
     if arm == "full_ft":  # the paper freezes embeddings and the LM head in every arm
         for module in (model.tok_emb, model.pos_emb, model.lm_head):
             module.requires_grad_(False)
-        params = [p for p in model.parameters() if p.requires_grad]
+        adapted = dataclasses.replace(
+            adapted, parameters=[p for p in model.parameters() if p.requires_grad])
     tokens = data.down_train.tokens
     bs = config.nlg_batch_size
-    optimizer, scheduler = _cosine_adamw(params, lr,
+    optimizer, scheduler = _adamw_cosine(adapted.parameters, lr,
                                          config.nlg_epochs * math.ceil(tokens.shape[0] / bs))
     grammar = data.grammar
 
@@ -527,11 +554,11 @@ def train_nlg(config: BALoRAReproConfig, arm: str, seed: int, workdir: str, *, l
         return out
 
     def batch_loss(batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        x = tokens[batch]
+        x = tokens[batch.to(tokens.device)]
         logits = model(x)
         return logits, next_token_loss(logits, x), x
 
-    curves = _train(handle, optimizer, scheduler, tokens.shape[0], batch_loss, evaluate,
+    curves = _train(adapted, optimizer, scheduler, tokens.shape[0], batch_loss, evaluate,
                     epochs=config.nlg_epochs, batch_size=bs, seed=seed,
                     curves_every_epoch=curves_every_epoch, log=log)
     final = {name: values[-1] for name, values in curves.items()}
@@ -545,43 +572,47 @@ TRAIN = {"nlu_digits": train_nlu, "nlg_toy": train_nlg}
 
 # --- the sweep -------------------------------------------------------------------------------
 
-def sweep(config: BALoRAReproConfig, setting: str, workdir: str) -> dict[str, Any]:
-    """Learning rates and λ multipliers on the sweep seed's validation data (module docstring)."""
+def sweep(config: BALoRAReproConfig, setting: str,
+          device: torch.device | str | None = None) -> dict[str, Any]:
+    """Learning rates and λ multipliers on the sweep seed's validation data (module docstring).
+
+    Returns each grid's :func:`regzoo.repro.finetune.score_grid` (``searches``), each arm's
+    chosen lr, multiplier and validation accuracies (``chosen``), the multipliers and the
+    matched accuracy.
+    """
     train = TRAIN[setting]
     grid = config.nlu_lr_grid if setting == "nlu_digits" else config.nlg_lr_grid
-    seed = config.sweep_seed
-    runs: list[dict[str, Any]] = []
-
-    def run(arm: str, lr: float, weights: tuple[float, float, float], **tag: float) -> float:
-        final = train(config, arm, seed, workdir, lr=lr, weights=weights,
-                      curves_every_epoch=False)["final"]
-        runs.append({"arm": arm, "lr": lr, **tag, "val_accuracy": final["val_accuracy"],
-                     "clean_val_accuracy": final["clean_val_accuracy"]})
-        return final["val_accuracy"]
-
-    def best(rows: list[dict[str, Any]]) -> dict[str, Any]:
-        return max(rows, key=lambda r: r["val_accuracy"])  # ties: the first (smallest value)
-
+    rules = {"val_accuracy": lambda record: record["val_accuracy"]}
+    searches: dict[str, dict[str, Any]] = {}
     chosen: dict[str, dict[str, Any]] = {}
+
+    def search(arm: str, values: Sequence[float],
+               recipe: Callable[[float], tuple[float, tuple[float, float, float]]]) -> float:
+        """The best of ``values`` for ``arm``; ``recipe(value)`` gives the (lr, λ's) it means."""
+        def run(value: float, seed: int) -> dict[str, float]:
+            lr, weights = recipe(value)
+            final = train(config, arm, seed, lr=lr, weights=weights, curves_every_epoch=False,
+                          device=device)["final"]
+            return {k: final[k] for k in ("val_accuracy", "clean_val_accuracy")}
+
+        searches[arm] = score_grid(values, seeds=(config.sweep_seed,), run=run, rules=rules)
+        best = searches[arm]["best"]["val_accuracy"]
+        chosen[arm] = {"lr": recipe(best)[0], **searches[arm]["runs"][repr(best)][0]}
+        return best
+
     for arm in ("full_ft", "lora", "pissa"):
         if arm in config.arms or arm == "pissa":
-            for lr in grid:
-                run(arm, lr, PAPER_WEIGHTS)
-            chosen[arm] = best([r for r in runs if r["arm"] == arm])
+            search(arm, grid, lambda lr: (lr, PAPER_WEIGHTS))
     pissa_lr = chosen["pissa"]["lr"]
-    multipliers: dict[str, float] = {}
-    for arm, i in SINGLE_TERM.items():
-        for m in config.lambda_multipliers:
-            weights = tuple(PAPER_WEIGHTS[j] * m if j == i else 0.0 for j in range(3))
-            run(arm, pissa_lr, weights, multiplier=m)  # type: ignore[arg-type]
-        chosen[arm] = best([r for r in runs if r["arm"] == arm])
-        multipliers[arm] = chosen[arm]["multiplier"]
-    for lr in grid:
-        run("ba_lora", lr, arm_weights("ba_lora", multipliers))
-    chosen["ba_lora"] = best([r for r in runs if r["arm"] == "ba_lora"])
-    chosen["pissa_ba_lr"] = {"arm": "pissa_ba_lr", "lr": chosen["ba_lora"]["lr"]}
+    multipliers = {arm: search(arm, config.lambda_multipliers,
+                               lambda m, arm=arm: (pissa_lr, arm_weights(arm, {arm: m})))
+                   for arm in SINGLE_TERM}
+    for arm, multiplier in multipliers.items():
+        chosen[arm]["multiplier"] = multiplier
+    search("ba_lora", grid, lambda lr: (lr, arm_weights("ba_lora", multipliers)))
+    chosen["pissa_ba_lr"] = {"lr": chosen["ba_lora"]["lr"]}
     match = 0.9 * min(chosen[a]["clean_val_accuracy"] for a in MATCHED_ARMS if a in chosen)
-    return {"runs": runs, "chosen": chosen, "multipliers": multipliers,
+    return {"searches": searches, "chosen": chosen, "multipliers": multipliers,
             "match_accuracy": match}
 
 
@@ -650,20 +681,19 @@ class BALoRAReproduction(Reproduction):
         return claims
 
     def run_unit(self, config: BALoRAReproConfig, unit: Unit, env: UnitEnv) -> UnitResult:
-        torch.set_num_threads(1)
-        found = shared_once(env.workdir, f"sweep_{unit.setting}",
-                            lambda: sweep(config, unit.setting, env.workdir))
+        with local_only():
+            found = shared_once(env.workdir, f"search_{unit.setting}",
+                                lambda: sweep(config, unit.setting, env.device))
         chosen = found["chosen"][unit.arm]
         weights = (arm_weights(unit.arm, found["multipliers"])
                    if unit.arm.startswith("ba_lora") else PAPER_WEIGHTS)
-        result = TRAIN[unit.setting](config, unit.arm, unit.seed, env.workdir, lr=chosen["lr"],
-                                     weights=weights, log=env.log)
+        result = TRAIN[unit.setting](config, unit.arm, unit.seed, lr=chosen["lr"],
+                                     weights=weights, log=env.log, device=env.device)
         final, curves = result["final"], result["curves"]
         metrics = dict(final)
-        metrics["source_at_match"] = at_match(curves["target_accuracy"],
-                                              curves["source_accuracy" if unit.setting ==
-                                                     "nlu_digits" else "source_loss"],
-                                              found["match_accuracy"])
+        source = curves["source_accuracy" if unit.setting == "nlu_digits" else "source_loss"]
+        metrics["source_at_match"] = source_at_matched_target(
+            curves["target_accuracy"], source, found["match_accuracy"])
         metrics["match_accuracy"] = found["match_accuracy"]
         metrics["lr"] = chosen["lr"]
         for name, value in zip(("lambda1", "lambda2", "lambda3"), weights):
@@ -680,19 +710,18 @@ class BALoRAReproduction(Reproduction):
         tokens = grammar.sample(config.nlg_batch_size, seed=0).tokens.to(device)
         steps = {}
         for arm in ("pissa", "ba_lora"):
-            model = _lm(config, grammar).to(device)
-            params, handle = _adapt(arm, model, rank=config.rank, task="nlg",
-                                    weights=PAPER_WEIGHTS, targets=TinyCausalLM.ADAPTER_TARGETS)
-            optimizer = torch.optim.AdamW(params, lr=1e-3)
+            model = _lm(config, grammar)
+            adapted = adapt_arm(arm, model, rank=config.rank, task="nlg", weights=PAPER_WEIGHTS,
+                                targets=TinyCausalLM.ADAPTER_TARGETS, device=device)
+            optimizer = adapted.optimizer(1e-3)
 
-            def step(model=model, handle=handle, optimizer=optimizer) -> None:
+            def step(model: nn.Module = model, adapted: Adapted = adapted,
+                     optimizer: torch.optim.Optimizer = optimizer) -> None:
                 logits = model(tokens)
                 loss = next_token_loss(logits, tokens)
-                if handle is not None:
-                    loss = loss + handle.regularizer(logits, inputs=tokens).total
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
+                if isinstance(adapted.handle, BALoRA):
+                    loss = loss + adapted.handle.regularizer(logits, inputs=tokens).total
+                adapted.update(optimizer, loss)
 
             steps[arm] = step
         seconds = time_steps(steps, repeats=5, inner=2, warmup=2, device=device)

@@ -54,10 +54,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from regzoo.adapters import apply_low_rank
 from regzoo.data.text_tasks import DOMAINS, TextTask, sentiment_task, topic_task
 from regzoo.methods.rmt import MaskTuning, PromptClassifier
 from regzoo.repro.config import ReproConfig
+from regzoo.repro.finetune import Adapted, adapt
 from regzoo.repro.protocol import Claim, Reproduction, Unit, UnitEnv, UnitResult
 from regzoo.train import time_steps
 
@@ -181,7 +181,7 @@ def evaluate(classify: Any, probe_classify: Any, task: TextTask, probe: TextTask
     with torch.no_grad():
         test = classify(task.test_texts)
         train = classify(task.train_texts)
-        probe_pred = probe_classify(probe.test_texts).argmax(1)
+        probe_pred = probe_classify(probe.test_texts).argmax(1).cpu()
     correct = test == task.test_labels
     negated = task.test_groups["negated"]
     return {"test_accuracy": float(correct.float().mean()),
@@ -203,16 +203,31 @@ def _batches(n: int, batch_size: int, steps: int, seed: int) -> list[torch.Tenso
     return out[:steps]
 
 
-def train_arm(config: RMTReproConfig, arm: str, seed: int, log: Any = None
+def adapt_arm(config: RMTReproConfig, arm: str, bert: nn.Module, seed: int) -> Adapted:
+    """LoRA (rank ``lora_rank``) or masks (R-MT, R-AMT) on ``target_modules`` of ``bert``."""
+    return adapt(bert, arm, target_modules=list(config.target_modules), rank=config.lora_rank,
+                 scale=config.scale, threshold=config.threshold,
+                 mask_loss_weight=config.mask_loss_weight, gdr_lambda=config.gdr_lambda,
+                 generator=torch.Generator().manual_seed(seed))
+
+
+def train_arm(config: RMTReproConfig, arm: str, seed: int, log: Any = None,
+              device: torch.device | str | None = None
               ) -> tuple[dict[str, float], dict[str, list[float]]]:
-    """Train (or just evaluate) one arm for one seed; final metrics and curves over steps."""
+    """Train (or just evaluate) one arm for one seed; final metrics and curves over steps.
+
+    The prompt embeddings, the zero-shot teacher logits and the adapter are made on the CPU
+    (a seed means the same start on any device), then training and evaluation run on
+    ``device``.
+    """
+    device = torch.device(device or "cpu")
     task, probe = tasks(config, seed)
     encoder = load_encoder(config.encoder)
     clf, probe_clf = classifiers(encoder, task, probe, config.logit_scale)
     torch.manual_seed(seed)
 
     def predict(texts: Sequence[str]) -> torch.Tensor:
-        return clf(texts).argmax(1)
+        return clf(texts).argmax(1).cpu()
 
     points = list(range(0, config.steps + 1, config.eval_every))
     if points[-1] != config.steps:
@@ -221,6 +236,8 @@ def train_arm(config: RMTReproConfig, arm: str, seed: int, log: Any = None
     if arm in ("zero_shot", "linear_probe"):
         if arm == "linear_probe":
             predict = _linear_probe(encoder, task)
+        for module in (encoder, clf, probe_clf):
+            module.to(device)
         final = evaluate(predict, probe_clf, task, probe)
         final.update(masked_fraction=0.0, seconds=time.perf_counter() - started)
         curves = {name: [final[name]] * len(points)
@@ -228,20 +245,13 @@ def train_arm(config: RMTReproConfig, arm: str, seed: int, log: Any = None
         return final, curves
 
     with torch.no_grad():
-        teacher = clf(task.train_texts)
-    bert = encoder.bert
-    if arm == "lora":
-        handle = apply_low_rank(bert, target_modules=list(config.target_modules),
-                                rank=config.lora_rank)
-        lr = config.lora_lr
-    else:
-        handle = MaskTuning.apply(bert, target_modules=list(config.target_modules),
-                                  variant=arm, scale=config.scale, threshold=config.threshold,
-                                  mask_loss_weight=config.mask_loss_weight,
-                                  gdr_lambda=config.gdr_lambda,
-                                  generator=torch.Generator().manual_seed(seed))
-        lr = config.lr
-    optimizer = torch.optim.Adam(handle.trainable_parameters(), lr=lr)
+        teacher = clf(task.train_texts).to(device)
+    adapted = adapt_arm(config, arm, encoder.bert, seed)
+    for module in (encoder, clf, probe_clf):
+        module.to(device)
+    handle = adapted.handle
+    lr = config.lora_lr if arm == "lora" else config.lr
+    optimizer = torch.optim.Adam(adapted.parameters, lr=lr)
 
     def masked() -> float:
         return handle.masked_fraction() if isinstance(handle, MaskTuning) else 0.0
@@ -269,11 +279,11 @@ def train_arm(config: RMTReproConfig, arm: str, seed: int, log: Any = None
         tick = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
         logits = clf([texts[i] for i in index.tolist()])
-        target = task.train_labels[index]
-        if arm == "lora":
-            F.cross_entropy(logits, target).backward()
+        target = task.train_labels[index].to(device)
+        if isinstance(handle, MaskTuning):
+            handle.backward(logits, target, teacher[index.to(device)])
         else:
-            handle.backward(logits, target, teacher[index])
+            F.cross_entropy(logits, target).backward()
         optimizer.step()
         train_seconds += time.perf_counter() - tick
         if step in points:
@@ -290,13 +300,13 @@ def _linear_probe(encoder: nn.Module, task: TextTask) -> Any:
     from sklearn.preprocessing import StandardScaler
 
     with torch.no_grad():
-        features = encoder.encode(task.train_texts).numpy()
+        features = encoder.encode(task.train_texts).cpu().numpy()
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
     model.fit(features, task.train_labels.numpy())
 
     def predict(texts: Sequence[str]) -> torch.Tensor:
         with torch.no_grad():
-            return torch.from_numpy(model.predict(encoder.encode(texts).numpy()))
+            return torch.from_numpy(model.predict(encoder.encode(texts).cpu().numpy()))
 
     return predict
 
@@ -324,7 +334,7 @@ class RMTReproduction(Reproduction):
         return [Unit(SETTING, arm, seed) for arm in slow_first for seed in config.seeds]
 
     def run_unit(self, config: RMTReproConfig, unit: Unit, env: UnitEnv) -> UnitResult:
-        metrics, curves = train_arm(config, unit.arm, unit.seed, log=None)
+        metrics, curves = train_arm(config, unit.arm, unit.seed, log=None, device=env.device)
         return UnitResult(metrics, curves)
 
     def derived_arms(self, config: RMTReproConfig,
@@ -374,7 +384,8 @@ class RMTReproduction(Reproduction):
 
     def timing(self, config: RMTReproConfig, device: torch.device) -> dict[str, Any]:
         small = config.encoder == "tiny_random"
-        return step_timing(config, repeats=2 if small else 5, inner=1 if small else 2)
+        return step_timing(config, repeats=2 if small else 5, inner=1 if small else 2,
+                           device=device)
 
     def note(self, config: RMTReproConfig, claim: dict[str, Any],
              aggregate: dict[str, Any]) -> str:
@@ -409,19 +420,20 @@ class RMTReproduction(Reproduction):
             "mask whose gradient sign is steady, as the spec warned; this run keeps dropout on.")
 
 
-def step_timing(config: RMTReproConfig, *, repeats: int = 5, inner: int = 2
-                ) -> dict[str, float]:
+def step_timing(config: RMTReproConfig, *, repeats: int = 5, inner: int = 2,
+                device: torch.device | str | None = None) -> dict[str, float]:
     """Seconds per training step of plain fine-tuning of the masked layers, LoRA, R-MT, R-AMT."""
+    device = torch.device(device or "cpu")
     task, probe = tasks(config, 0)
     index = torch.arange(config.batch_size)
     texts = [task.train_texts[i] for i in index.tolist()]
-    target = task.train_labels[index]
+    target = task.train_labels[index].to(device)
     steps = {}
     for arm in ("plain", "lora", "r_mt", "r_amt"):
         encoder = load_encoder(config.encoder)
         clf, _ = classifiers(encoder, task, probe, config.logit_scale)
         with torch.no_grad():
-            teacher = clf(texts)
+            teacher = clf(texts).to(device)
         if arm == "plain":
             handle = None
             for p in encoder.parameters():
@@ -430,19 +442,15 @@ def step_timing(config: RMTReproConfig, *, repeats: int = 5, inner: int = 2
                       if isinstance(m, nn.Linear) and name.endswith(config.target_modules)]
             for p in params:
                 p.requires_grad_(True)
-        elif arm == "lora":
-            handle = apply_low_rank(encoder.bert, target_modules=list(config.target_modules),
-                                    rank=config.lora_rank)
-            params = handle.trainable_parameters()
         else:
-            handle = MaskTuning.apply(encoder.bert, target_modules=list(config.target_modules),
-                                      variant=arm, gdr_lambda=config.gdr_lambda,
-                                      generator=torch.Generator().manual_seed(0))
-            params = handle.trainable_parameters()
+            adapted = adapt_arm(config, arm, encoder.bert, 0)
+            handle, params = adapted.handle, adapted.parameters
+        encoder.to(device)
+        clf.to(device)
         optimizer = torch.optim.Adam(params, lr=1e-6)
         encoder.train(config.train_dropout)
 
-        def step(arm: str = arm, clf: PromptClassifier = clf, handle: Any = handle,
+        def step(clf: PromptClassifier = clf, handle: Any = handle,
                  optimizer: torch.optim.Optimizer = optimizer,
                  teacher: torch.Tensor = teacher) -> None:
             optimizer.zero_grad(set_to_none=True)
@@ -454,7 +462,7 @@ def step_timing(config: RMTReproConfig, *, repeats: int = 5, inner: int = 2
             optimizer.step()
 
         steps[arm] = step
-    seconds = time_steps(steps, repeats=repeats, inner=inner, warmup=1)
+    seconds = time_steps(steps, repeats=repeats, inner=inner, warmup=1, device=device)
     out = {f"{arm}_step_seconds": s for arm, s in seconds.items()}
     out.update({f"{arm}_over_plain": seconds[arm] / seconds["plain"]
                 for arm in ("lora", "r_mt", "r_amt")})

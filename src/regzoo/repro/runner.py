@@ -425,6 +425,11 @@ def _load_unit_record(path: Path, unit: Unit) -> dict[str, Any]:
     return record
 
 
+_RUN_RECORDS = frozenset({"config.json", "fingerprint.json", "progress.jsonl", "done",
+                          "result.json", "result.md"})
+"""Top-level files of a run folder that record the run rather than hold work units share."""
+
+
 def _read_json(path: Path) -> Any:
     """``path``'s JSON, or None when it is missing or unreadable."""
     try:
@@ -446,8 +451,8 @@ def _reusable_units(out: Path, units: Sequence[Unit], current: dict[str, Any], r
 
     A unit is reused when its record is sound and its fingerprint is the current code's. A
     corrupt or foreign record is reported by file name, set aside and its unit re-run; a stale
-    record (and, when the run folder's code changed, every checkpoint of a unit to run) is set
-    aside unless ``reuse_stale``.
+    record is set aside unless ``reuse_stale``, and so, when the run folder's code changed, are
+    the checkpoints of the units to run and the work units share (``shared_once`` caches).
     """
     records: dict[str, dict[str, Any]] = {}
     pending: list[Unit] = []
@@ -490,6 +495,11 @@ def _reusable_units(out: Path, units: Sequence[Unit], current: dict[str, Any], r
             kept.append(unit.id)  # it resumes from partial work of other code
         elif is_main:
             _set_aside(checkpoint)
+    if folder_changed and not reuse_stale and is_main:
+        # Work shared by units (shared_once caches, a pretrained model) came from other code.
+        for path in sorted(out.iterdir()):
+            if path.is_file() and path.name not in _RUN_RECORDS and path.suffix != ".stale":
+                _set_aside(path)
     if kept:
         logger.warning("--reuse-stale keeps %d unit(s) computed with other code; the result is "
                        "marked mixed: %s", len(kept), ", ".join(kept))

@@ -3,9 +3,11 @@
 Setting ``digits`` (spec sara.md §5): :func:`regzoo.data.transfer.digits_transfer` gives the
 source task A (digits) and the target task B (the same images under a fixed pixel permutation,
 labels + 3 mod 10), with one stratified train/validation/test split drawn by the seed. An MLP
-64-256-256-10 is pretrained on A (AdamW lr 1e-3, ``pretrain_epochs`` epochs, batch 64), then
-adapted to B for ``steps`` AdamW steps (batch 64, β = (0.9, 0.999), weight decay 1e-2: the
-official SaRA optimizer's values, used for every arm). Every linear layer is adapted.
+64-256-256-10 is pretrained on A (Adam lr 1e-3, ``pretrain_epochs`` epochs, batch 64; the
+``digits_mlp`` asset of :mod:`regzoo.assets`, built once per machine), then adapted to B for
+``steps`` AdamW steps (batch 64, β = (0.9, 0.999), weight decay 1e-2: the official SaRA
+optimizer's values, used for every arm). Every linear layer is adapted. Arms, the lr search and
+the matched-accuracy metric come from the fine-tuning kit, :mod:`regzoo.repro.finetune`.
 
 Arms: ``full_ft`` (every weight); ``lora`` and ``pissa`` (rank 8, scale 1: about as many
 trainable numbers as SaRA's 10 %); ``sara`` (smallest 10 % of |W₀| per matrix, λ_rank = 5e-4 on
@@ -16,13 +18,15 @@ uniformly at random or by largest |W₀|, neither extra): the controls for "smal
 
 Learning rates: each unit adapts at every rate of ``lr_grid`` (the curves; x axis = lr). The
 rate an arm is scored at is chosen once per run on validation data of a separate sweep seed
-(:func:`regzoo.repro.protocol.shared_once`): among the rates whose B validation accuracy
-reaches ``target_accuracy``, the one with the best A validation accuracy (else the rate with
-the best B validation accuracy). That is "retention at matched new-task accuracy" without test
-data in the choice. The grid is coarse, so B at the chosen rate can miss the target by a few
-points, and forgetting changes fast with the rate; ``old_at_target`` is therefore the headline:
-each unit's test curve (B, A) over the grid, interpolated linearly to B = ``target_accuracy``
-(NaN when B never gets there), i.e. retention at matched new-task accuracy.
+(:func:`regzoo.repro.finetune.search_lr`, rule :func:`matched_score`): among the rates whose B
+validation accuracy reaches ``target_accuracy``, the one with the best A validation accuracy
+(else the rate with the best B validation accuracy). That is "retention at matched new-task
+accuracy" without test data in the choice. The grid is coarse, so B at the chosen rate can miss
+the target by a few points, and forgetting changes fast with the rate; ``old_at_target`` is
+therefore the headline: each unit's test curve (B, A) over the grid, interpolated linearly to
+where B first reaches ``target_accuracy`` (:func:`regzoo.repro.finetune.source_at_matched_target`:
+A at the smallest rate when B already reaches it there, NaN when B never gets there), i.e.
+retention at matched new-task accuracy.
 
 Memory: gradient + AdamW state bytes after one step (``state_bytes``) per arm; the trainable
 count (``trainable``). Premise check (paper §3.1): A test accuracy of the pretrained model with
@@ -33,23 +37,28 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import itertools
 import math
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from regzoo.adapters.lowrank import apply_low_rank
-from regzoo.adapters.sparse import apply_sparse, training_state_bytes
+from regzoo.adapters.sparse import training_state_bytes
 from regzoo.data.transfer import TransferPair, digits_transfer
-from regzoo.methods.sara import SaRA
 from regzoo.metrics import accuracy, predict_logits
 from regzoo.models import MLP
 from regzoo.repro.config import ReproConfig
-from regzoo.repro.protocol import Claim, Reproduction, Unit, UnitEnv, UnitResult, shared_once
+from regzoo.repro.finetune import (
+    Adapted,
+    adapt,
+    pretrained_mlp,
+    search_lr,
+    source_at_matched_target,
+)
+from regzoo.repro.protocol import Claim, Reproduction, Unit, UnitEnv, UnitResult
 from regzoo.train import seed_everything, time_steps
 
 SETTING = "digits"
@@ -127,45 +136,60 @@ class SaRAReproConfig(ReproConfig):
         return max(1, round(self.progressive_share * self.steps))
 
 
-def pretrain(config: SaRAReproConfig, data: TransferPair, seed: int) -> nn.Module:
-    """The source-task model of ``seed`` (deterministic: every arm starts from the same one)."""
+def pretrained(config: SaRAReproConfig, seed: int) -> tuple[MLP, float]:
+    """The seed's source model (digits, Adam) and its A test accuracy, from the asset cache."""
+    return pretrained_mlp(seed, hidden=config.hidden, epochs=config.pretrain_epochs,
+                          lr=config.pretrain_lr, batch_size=config.batch_size)
+
+
+def adapt_arm(config: SaRAReproConfig, arm: str, model: nn.Module, seed: int,
+              device: torch.device | str | None = None) -> Adapted:
+    """Wrap ``model`` for ``arm`` in place (every linear layer), then move it to ``device``."""
+    return adapt(model, arm, device=device, rank=config.rank, fraction=config.fraction,
+                 seed=seed, rank_min_dim=config.rank_min_dim, lambda_rank=config.lambda_rank,
+                 progressive_iter=config.progressive_iter)
+
+
+def train_at(config: SaRAReproConfig, arm: str, seed: int, lr: float, source_model: nn.Module,
+             data: TransferPair, device: torch.device | str | None = None
+             ) -> tuple[nn.Module, Adapted, dict[str, float]]:
+    """Adapt a copy of the seed's pretrained model to B at ``lr`` for ``steps`` steps.
+
+    Returns the model, its adapter and the training state after the first step: ``state_bytes``
+    (gradients and optimizer state) and ``trainable`` (the trainable count).
+    """
+    model = copy.deepcopy(source_model)
     seed_everything(seed)
-    source = data.source
-    model = MLP(source.num_features, source.num_classes, hidden=config.hidden)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.pretrain_lr,
-                                  weight_decay=config.weight_decay)
+    adapted = adapt_arm(config, arm, model, seed, device)
+    optimizer = adapted.optimizer(lr, weight_decay=config.weight_decay)
+    x, y = data.target.x_train.to(device), data.target.y_train.to(device)
+    n = x.shape[0]
     generator = torch.Generator().manual_seed(seed)
-    n = source.x_train.shape[0]
-    for _ in range(config.pretrain_epochs):
-        for batch in torch.randperm(n, generator=generator).split(config.batch_size):
-            optimizer.zero_grad()
-            nn.functional.cross_entropy(model(source.x_train[batch]),
-                                        source.y_train[batch]).backward()
-            optimizer.step()
-    return model
+    order = torch.cat([torch.randperm(n, generator=generator)
+                       for _ in range(math.ceil(config.steps * config.batch_size / n))])
+    order = order.to(x.device)
+    state: dict[str, float] = {}
+    for step in range(config.steps):
+        batch = order[step * config.batch_size:(step + 1) * config.batch_size]
+        train_step(model, adapted, optimizer, x[batch], y[batch])
+        if step == 0:
+            state = {"state_bytes": sum(
+                v for k, v in training_state_bytes(adapted.parameters, optimizer).items()
+                if k != "trainable_bytes"),
+                "trainable": sum(p.numel() for p in adapted.parameters)}
+    return model, adapted, state
 
 
-def adapt(config: SaRAReproConfig, arm: str, model: nn.Module, seed: int
-          ) -> tuple[list[nn.Parameter], torch.optim.Optimizer, Any]:
-    """Wrap ``model`` for ``arm`` in place; its trainable parameters, optimizer (lr 1), handle."""
-    wd = config.weight_decay
-    if arm == "full_ft":
-        params = list(model.parameters())
-        return params, torch.optim.AdamW(params, lr=1.0, weight_decay=wd), None
-    if arm in ("lora", "pissa"):
-        handle = apply_low_rank(model, rank=config.rank, init="lora" if arm == "lora" else "pissa")
-        params = handle.trainable_parameters()
-        return params, torch.optim.AdamW(params, lr=1.0, weight_decay=wd), handle
-    if arm.startswith("sara"):
-        handle = SaRA.apply(
-            model, fraction=config.fraction, seed=seed, rank_min_dim=config.rank_min_dim,
-            lambda_rank=0.0 if arm == "sara_no_nuclear" else config.lambda_rank,
-            progressive_iter=None if arm == "sara_no_progressive" else config.progressive_iter)
-        optimizer = handle.optimizer(lr=1.0, weight_decay=wd)
-        return handle.trainable_parameters(), optimizer, handle
-    handle = apply_sparse(model, fraction=config.fraction, rule=arm, seed=seed)
-    params = handle.trainable_parameters()
-    return params, torch.optim.AdamW(params, lr=1.0, weight_decay=wd), handle
+def train_step(model: nn.Module, adapted: Adapted, optimizer: torch.optim.Optimizer,
+               x: torch.Tensor, y: torch.Tensor) -> None:
+    """One optimizer step on a batch: cross-entropy plus the adapter's penalty.
+
+    The penalty is SaRA's nuclear-norm term; zero for the other adapters.
+    """
+    loss = nn.functional.cross_entropy(model(x), y)
+    if adapted.handle is not None:
+        loss = loss + adapted.handle.penalty()
+    adapted.update(optimizer, loss)
 
 
 def _accuracies(model: nn.Module, data: TransferPair, split: str) -> tuple[float, float]:
@@ -175,61 +199,23 @@ def _accuracies(model: nn.Module, data: TransferPair, split: str) -> tuple[float
                  for task in (data.target, data.source))  # type: ignore[return-value]
 
 
-def pretrained_state(config: SaRAReproConfig, data: TransferPair, seed: int,
-                     workdir: str | None) -> dict[str, torch.Tensor]:
-    """The seed's pretrained weights, trained once per run folder (shared by the arms)."""
-    if workdir is None:
-        return pretrain(config, data, seed).state_dict()
-    path = Path(workdir) / f"pretrained_s{seed}.pt"
-
-    def compute() -> dict[str, Any]:
-        torch.save(pretrain(config, data, seed).state_dict(), path)
-        return {"path": str(path)}
-
-    shared_once(workdir, f"pretrained_s{seed}", compute)
-    return torch.load(path, weights_only=True)
-
-
 def run_grid(config: SaRAReproConfig, arm: str, seed: int,
-             workdir: str | None = None) -> dict[str, Any]:
+             device: torch.device | str | None = None) -> dict[str, Any]:
     """Adapt the seed's pretrained model at every rate of the grid; accuracies per rate."""
     data = digits_transfer(seed)
-    state = pretrained_state(config, data, seed, workdir)
-    pretrained = MLP(data.source.num_features, data.source.num_classes, hidden=config.hidden)
-    pretrained.load_state_dict(state)
-    record: dict[str, Any] = {"pretrained_accuracy": _accuracies(pretrained, data, "test")[1]}
-    target = data.target
-    n = target.x_train.shape[0]
+    source_model, source_accuracy = pretrained(config, seed)
+    record: dict[str, Any] = {"pretrained_accuracy": source_accuracy}
     for lr in config.lr_grid:
-        model = MLP(target.num_features, target.num_classes, hidden=config.hidden)
-        model.load_state_dict(state)
-        params, optimizer, handle = adapt(config, arm, model, seed)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        generator = torch.Generator().manual_seed(seed)
-        order = torch.cat([torch.randperm(n, generator=generator)
-                           for _ in range(math.ceil(config.steps * config.batch_size / n))])
-        for step in range(config.steps):
-            batch = order[step * config.batch_size:(step + 1) * config.batch_size]
-            optimizer.zero_grad()
-            loss = nn.functional.cross_entropy(model(target.x_train[batch]),
-                                               target.y_train[batch])
-            if handle is not None:
-                loss = loss + handle.penalty()
-            loss.backward()
-            optimizer.step()
-            if step == 0:
-                record.setdefault("state_bytes", sum(
-                    v for k, v in training_state_bytes(params, optimizer).items()
-                    if k != "trainable_bytes"))
-                record.setdefault("trainable", sum(p.numel() for p in params))
+        model, adapted, state = train_at(config, arm, seed, lr, source_model, data, device)
+        for key, value in state.items():
+            record.setdefault(key, value)
         for split in ("val", "test"):
             new, old = _accuracies(model, data, split)
             record.setdefault(f"new_{split}", []).append(new)
             record.setdefault(f"old_{split}", []).append(old)
-        if handle is not None and arm in SPARSE_ARMS and "pruned_accuracy" not in record:
-            record["pruned_accuracy"] = _pruned_accuracy(pretrained, handle, data)
-            record["final_selected"] = handle.num_selected
+        if arm in SPARSE_ARMS and "pruned_accuracy" not in record:
+            record["pruned_accuracy"] = _pruned_accuracy(source_model, adapted.handle, data)
+            record["final_selected"] = adapted.handle.num_selected
     return record
 
 
@@ -239,27 +225,36 @@ def _pruned_accuracy(pretrained: nn.Module, handle: Any, data: TransferPair) -> 
     with torch.no_grad():
         for name, layer in handle.layers.items():
             weight = model.get_submodule(name).weight.view(-1)
-            weight[torch.cat([layer.index, layer.fixed_index])] = 0.0
+            weight[torch.cat([layer.index, layer.fixed_index]).cpu()] = 0.0
     return accuracy(predict_logits(model, data.source.x_test), data.source.y_test)
 
 
-def choose_lr(config: SaRAReproConfig, sweep: dict[str, Any]) -> int:
-    """Grid position: best old-task validation accuracy among rates reaching the target."""
-    reach = [i for i, acc in enumerate(sweep["new_val"]) if acc >= config.target_accuracy]
-    if reach:
-        return max(reach, key=lambda i: (sweep["old_val"][i], -i))
-    return max(range(len(config.lr_grid)), key=lambda i: (sweep["new_val"][i], -i))
+def matched_score(record: Mapping[str, float], target_accuracy: float) -> float:
+    """The lr rule: A validation accuracy where B reaches the target, else B's accuracy − 1.
+
+    Every rate that reaches ``target_accuracy`` on B scores above every rate that does not;
+    among those that do, the best A accuracy wins (retention at matched fit), and when none
+    does, the best B accuracy.
+    """
+    if record["new_val"] >= target_accuracy:
+        return record["old_val"]
+    return record["new_val"] - 1.0
 
 
-def at_target(new: Sequence[float], old: Sequence[float], target: float) -> float:
-    """Old-task accuracy where the (new, old) curve over the grid first reaches ``target``."""
-    for i, value in enumerate(new):
-        if value >= target:
-            if i == 0:
-                return old[0] if value == target else math.nan
-            share = (target - new[i - 1]) / (value - new[i - 1])
-            return old[i - 1] + share * (old[i] - old[i - 1])
-    return math.nan
+def search(config: SaRAReproConfig, arm: str, workdir: str,
+           device: torch.device | str | None = None) -> float:
+    """The arm's rate, chosen by :func:`matched_score` on the sweep seed's validation split."""
+    def run(lr: float, seed: int) -> dict[str, float]:
+        data = digits_transfer(seed)
+        source_model, _ = pretrained(config, seed)
+        model, _, _ = train_at(config, arm, seed, lr, source_model, data, device)
+        new, old = _accuracies(model, data, "val")
+        return {"new_val": new, "old_val": old}
+
+    found = search_lr(workdir, f"search_{arm}", config.lr_grid, seeds=(config.sweep_seed,),
+                      run=run, rules={"matched": lambda record: matched_score(
+                          record, config.target_accuracy)})
+    return found["best"]["matched"]
 
 
 class SaRAReproduction(Reproduction):
@@ -344,15 +339,13 @@ class SaRAReproduction(Reproduction):
         return claims
 
     def run_unit(self, config: SaRAReproConfig, unit: Unit, env: UnitEnv) -> UnitResult:
-        sweep = shared_once(env.workdir, f"lr_sweep_{unit.arm}",
-                            lambda: run_grid(config, unit.arm, config.sweep_seed, env.workdir))
-        chosen = choose_lr(config, sweep)
-        record = run_grid(config, unit.arm, unit.seed, env.workdir)
+        chosen = config.lr_grid.index(search(config, unit.arm, env.workdir, env.device))
+        record = run_grid(config, unit.arm, unit.seed, env.device)
         metrics = {
             "new_task_accuracy": record["new_test"][chosen],
             "old_task_accuracy": record["old_test"][chosen],
-            "old_at_target": at_target(record["new_test"], record["old_test"],
-                                       config.target_accuracy),
+            "old_at_target": source_at_matched_target(record["new_test"], record["old_test"],
+                                                      config.target_accuracy),
             "lr": config.lr_grid[chosen],
             "trainable": float(record["trainable"]),
             "state_bytes": float(record["state_bytes"]),
@@ -390,20 +383,10 @@ class SaRAReproduction(Reproduction):
         steps = {}
         for arm in ("full_ft", "lora", "sara"):
             torch.manual_seed(0)
-            model = MLP(x.shape[1], 10, hidden=config.hidden).to(device)
-            _, optimizer, handle = adapt(config, arm, model, 0)
-
-            def step(model=model, optimizer=optimizer, handle=handle) -> None:
-                optimizer.zero_grad()
-                loss = nn.functional.cross_entropy(model(x), y)
-                if handle is not None:
-                    loss = loss + handle.penalty()
-                loss.backward()
-                optimizer.step()
-
-            for group in optimizer.param_groups:
-                group["lr"] = 1e-4
-            steps[arm] = step
+            model = MLP(x.shape[1], 10, hidden=config.hidden)
+            adapted = adapt_arm(config, arm, model, 0, device)
+            optimizer = adapted.optimizer(1e-4, weight_decay=config.weight_decay)
+            steps[arm] = functools.partial(train_step, model, adapted, optimizer, x, y)
         seconds = time_steps(steps, repeats=config.timing_repeats, inner=5, warmup=3,
                              device=device)
         return {"batch_size": config.batch_size,

@@ -3,8 +3,10 @@
 Data (:func:`regzoo.data.transfer.digits_transfer`): the source task is scikit-learn's digits,
 the target task the same images under a fixed pixel permutation with labels y ↦ (y + 3) mod 10,
 both split 987 train / 360 validation / 450 test by the seed (which also draws the permutation).
-An MLP 64-256-256-10 is pretrained on the source (Adam 1e-3, 30 epochs, batch 64), then
-adapted to the target for ``steps`` steps of batch 64.
+An MLP 64-256-256-10 is pretrained on the source (Adam 1e-3, 30 epochs, batch 64; the
+``digits_mlp`` asset of :mod:`regzoo.assets`, built once per machine), then adapted to the
+target for ``steps`` steps of batch 64. Arms, schedule, lr search and the matched-accuracy
+metric come from the fine-tuning kit, :mod:`regzoo.repro.finetune`.
 
 Arms (all three linear layers adapted at rank 4, scale 1 — official ``run.py``: ``-r 4``,
 alpha None; biases frozen):
@@ -28,8 +30,9 @@ evaluation points of training, which rewards speed and final accuracy; the headl
 and seed) is trained once.
 
 Metrics: target test accuracy at the end, at ``early_step`` and averaged over the curve (area
-under the curve); source test accuracy after adaptation and at matched target accuracy (the
-first evaluation where the target test accuracy reaches ``matched_target``), which measure
+under the curve); source test accuracy after adaptation and at matched target accuracy
+(interpolated linearly to where the target test accuracy first reaches ``matched_target``
+along the curve; :func:`regzoo.repro.finetune.source_at_matched_target`), which measure
 forgetting (``source_before`` is the pretrained model's); the orthonormality error L_orth of the
 SORSA arms.
 
@@ -57,27 +60,32 @@ import functools
 import math
 import statistics
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from regzoo.adapters import LowRankHandle, apply_low_rank
 from regzoo.data import TensorBatches
 from regzoo.data.text_tasks import TASKS, TextTask, make_text_task
-from regzoo.data.transfer import Task, TransferPair, digits_transfer
+from regzoo.data.transfer import TransferPair, digits_transfer
 from regzoo.methods.sorsa import SORSA
 from regzoo.metrics import predict_logits
 from regzoo.models import MLP
 from regzoo.repro.config import ReproConfig
+from regzoo.repro.finetune import (
+    Adapted,
+    adapt,
+    pretrained_mlp,
+    search_lr,
+    source_at_matched_target,
+    warmup_cosine,
+)
 from regzoo.repro.protocol import Claim, Reproduction, Unit, UnitEnv, UnitResult, shared_once
 from regzoo.train import seed_everything, time_steps
 from regzoo.train.distributed import local_only
 
 ARMS = ("full_ft", "lora", "pissa", "sorsa", "sorsa_loss", "sorsa_g0")
-SORSA_ARMS = ("sorsa", "sorsa_loss", "sorsa_g0")
 SELECTIONS = ("auc", "final")
 OFFICIAL_GAMMA_OVER_LR = 4e-4 / 3e-5
 TEXT_SETTING = "minilm_text"
@@ -186,65 +194,24 @@ def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     return float((predict_logits(model, x).argmax(1) == y).float().mean())
 
 
-def pretrain(config: SORSAReproConfig, source: Task, seed: int) -> MLP:
-    """The source model: an MLP trained on the digits with Adam."""
-    seed_everything(seed)
-    model = MLP(source.num_features, source.num_classes, hidden=config.hidden)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.pretrain_lr)
-    batches = TensorBatches(source.x_train, source.y_train, config.batch_size, seed=seed)
-    for epoch in range(config.pretrain_epochs):
-        batches.set_epoch(epoch)
-        for x, y, _ in batches:
-            optimizer.zero_grad(set_to_none=True)
-            F.cross_entropy(model(x), y).backward()
-            optimizer.step()
-    return model.eval()
+def pretrained(config: SORSAReproConfig, seed: int) -> tuple[MLP, float]:
+    """The seed's source model (digits, Adam) and its source test accuracy, from the cache."""
+    return pretrained_mlp(seed, hidden=config.hidden, epochs=config.pretrain_epochs,
+                          lr=config.pretrain_lr, batch_size=config.batch_size)
 
 
-def pretrained(config: SORSAReproConfig, pair: TransferPair, seed: int, workdir: str) -> MLP:
-    """The seed's source model, trained once per run folder and shared by every arm."""
-    path = Path(workdir) / f"pretrained_seed{seed}.pt"
-
-    def compute() -> dict[str, Any]:
-        model = pretrain(config, pair.source, seed)
-        torch.save(model.state_dict(), path)
-        return {"path": str(path),
-                "source_accuracy": _accuracy(model, pair.source.x_test, pair.source.y_test)}
-
-    with local_only():
-        shared_once(workdir, f"pretrained_seed{seed}", compute)
-    model = MLP(pair.source.num_features, pair.source.num_classes, hidden=config.hidden)
-    model.load_state_dict(torch.load(path, weights_only=True))
-    return model
+def adapt_arm(model: nn.Module, arm: str, config: SORSAReproConfig, lr: float,
+              device: torch.device, target_modules: Sequence[str] | None = None) -> Adapted:
+    """Apply the arm's adapter at rank ``rank`` (γ = gamma_over_lr · lr), then move to device."""
+    return adapt(model, arm, device=device, target_modules=target_modules, rank=config.rank,
+                 gamma=config.gamma_over_lr * lr)
 
 
-def adapt(model: nn.Module, arm: str, config: SORSAReproConfig, lr: float
-          ) -> tuple[list[nn.Parameter], LowRankHandle | None]:
-    """Apply the arm's adapter to ``model`` in place; return what to optimise and the handle."""
-    if arm == "full_ft":
-        return list(model.parameters()), None
-    if arm in SORSA_ARMS:
-        gamma = 0.0 if arm == "sorsa_g0" else config.gamma_over_lr * lr
-        handle: LowRankHandle = SORSA.apply(
-            model, rank=config.rank, gamma=gamma,
-            ortho_mode="loss" if arm == "sorsa_loss" else "decoupled")
-    else:
-        handle = apply_low_rank(model, rank=config.rank, init=arm)
-    return handle.trainable_parameters(), handle
-
-
-def _schedule(optimizer: torch.optim.Optimizer, config: SORSAReproConfig,
-              steps: int | None = None) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up over ``warmup_ratio`` of the steps, then cosine decay to 0 (official)."""
-    steps = config.steps if steps is None else steps
-    warmup = max(1, math.ceil(config.warmup_ratio * steps))
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+def _finite(loss: torch.Tensor, arm: str, lr: float, step: int) -> torch.Tensor:
+    """``loss``, or a ``FloatingPointError`` naming the arm, lr and step when it is not finite."""
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"arm {arm!r}, lr {lr}: non-finite loss at step {step}")
+    return loss
 
 
 def fine_tune(config: SORSAReproConfig, arm: str, pair: TransferPair, model: nn.Module,
@@ -252,17 +219,18 @@ def fine_tune(config: SORSAReproConfig, arm: str, pair: TransferPair, model: nn.
               device: torch.device | None = None) -> dict[str, list[float]]:
     """Adapt ``model`` to the target task; curves every ``eval_every`` steps on ``split``."""
     device = device or torch.device("cpu")
-    model.to(device).train()
     target, source = pair.target, pair.source
     x_eval = getattr(target, f"x_{split}").to(device)
     y_eval = getattr(target, f"y_{split}").to(device)
     xs, ys = source.x_test.to(device), source.y_test.to(device)
     seed_everything(seed)
-    params, handle = adapt(model, arm, config, lr)
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    scheduler = _schedule(optimizer, config)
+    adapted = adapt_arm(model, arm, config, lr, device)
+    model.train()
+    optimizer = adapted.optimizer(lr)
+    scheduler = warmup_cosine(optimizer, config.steps, config.warmup_ratio)
     batches = TensorBatches(target.x_train.to(device), target.y_train.to(device),
                             config.batch_size, seed=seed, drop_last=True)
+    handle = adapted.handle
     curves: dict[str, list[float]] = {"target_accuracy": [], "source_accuracy": []}
     if isinstance(handle, SORSA):
         curves["ortho_error"] = []
@@ -270,13 +238,9 @@ def fine_tune(config: SORSAReproConfig, arm: str, pair: TransferPair, model: nn.
     while step < config.steps:
         batches.set_epoch(epoch)
         for x, y, _ in batches:
-            loss = F.cross_entropy(model(x), y)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"arm {arm!r}, lr {lr}: non-finite loss at step {step}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            _optimizer_step(handle, optimizer, params, config)
-            scheduler.step()
+            loss = _finite(F.cross_entropy(model(x), y), arm, lr, step)
+            adapted.update(optimizer, loss, max_grad_norm=config.max_grad_norm,
+                           scheduler=scheduler)
             step += 1
             if step % config.eval_every == 0 or step == config.steps:
                 model.eval()
@@ -290,16 +254,6 @@ def fine_tune(config: SORSAReproConfig, arm: str, pair: TransferPair, model: nn.
         epoch += 1
     model.eval()
     return curves
-
-
-def _optimizer_step(handle: LowRankHandle | None, optimizer: torch.optim.Optimizer,
-                    params: list[nn.Parameter], config: SORSAReproConfig) -> None:
-    """Clip and step; SORSA's handle adds its γ-step (decoupled) or gradient (official order)."""
-    if isinstance(handle, SORSA):
-        handle.step(optimizer, max_grad_norm=config.max_grad_norm)
-    else:
-        nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-        optimizer.step()
 
 
 @functools.lru_cache(maxsize=1)
@@ -328,36 +282,30 @@ def text_model(config: SORSAReproConfig, task: TextTask) -> tuple[nn.Module, nn.
 def _text_accuracy(model: nn.Module, texts: Sequence[str], labels: torch.Tensor,
                    mask: torch.Tensor | None = None) -> float:
     with torch.no_grad():
-        correct = model(list(texts)).argmax(1) == labels
+        correct = model(list(texts)).argmax(1).cpu() == labels
     return float(correct[mask].float().mean() if mask is not None else correct.float().mean())
 
 
-def fine_tune_text(config: SORSAReproConfig, arm: str, task: TextTask, lr: float, seed: int
+def fine_tune_text(config: SORSAReproConfig, arm: str, task: TextTask, lr: float, seed: int,
+                   device: torch.device | None = None
                    ) -> tuple[dict[str, list[float]], dict[str, float]]:
     """Adapt MiniLM's linears with ``arm`` on ``task``; test curves every ``text_eval_every``.
 
-    Returns the curves and the zero-shot (step 0) accuracy and trainable parameter count.
+    The prompts, the zero-shot accuracy and the adapters are computed on the CPU, then
+    training and evaluation run on ``device``. Returns the curves and the zero-shot (step 0)
+    accuracy and trainable parameter count.
     """
+    device = device or torch.device("cpu")
     encoder, model = text_model(config, task)
     negated = task.test_groups.get("negated")
     before = {"zero_shot_accuracy": _text_accuracy(model, task.test_texts, task.test_labels)}
     seed_everything(seed)
-    if arm == "full_ft":
-        params: list[nn.Parameter] = list(encoder.bert.parameters())
-        handle: LowRankHandle | None = None
-    elif arm in SORSA_ARMS:
-        gamma = 0.0 if arm == "sorsa_g0" else config.gamma_over_lr * lr
-        handle = SORSA.apply(encoder.bert, target_modules=list(TEXT_TARGETS), rank=config.rank,
-                             gamma=gamma,
-                             ortho_mode="loss" if arm == "sorsa_loss" else "decoupled")
-        params = handle.trainable_parameters()
-    else:
-        handle = apply_low_rank(encoder.bert, target_modules=list(TEXT_TARGETS),
-                                rank=config.rank, init=arm)
-        params = handle.trainable_parameters()
-    before["trainable_parameters"] = float(sum(p.numel() for p in params))
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    scheduler = _schedule(optimizer, config, config.text_steps)
+    adapted = adapt_arm(encoder.bert, arm, config, lr, device, list(TEXT_TARGETS))
+    model.to(device)
+    handle = adapted.handle
+    before["trainable_parameters"] = float(sum(p.numel() for p in adapted.parameters))
+    optimizer = adapted.optimizer(lr)
+    scheduler = warmup_cosine(optimizer, config.text_steps, config.warmup_ratio)
     curves: dict[str, list[float]] = {"target_accuracy": [], "negated_accuracy": []}
     if isinstance(handle, SORSA):
         curves["ortho_error"] = []
@@ -371,13 +319,9 @@ def fine_tune_text(config: SORSAReproConfig, arm: str, task: TextTask, lr: float
             order = torch.randperm(n, generator=generator).tolist()
         index, order = order[:config.text_batch_size], order[config.text_batch_size:]
         loss = F.cross_entropy(model([task.train_texts[i] for i in index]),
-                               task.train_labels[index])
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"arm {arm!r}, lr {lr}: non-finite loss at step {step}")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        _optimizer_step(handle, optimizer, params, config)
-        scheduler.step()
+                               task.train_labels[index].to(device))
+        adapted.update(optimizer, _finite(loss, arm, lr, step),
+                       max_grad_norm=config.max_grad_norm, scheduler=scheduler)
         if step % config.text_eval_every == 0 or step == config.text_steps:
             encoder.eval()
             curves["target_accuracy"].append(
@@ -394,23 +338,26 @@ def fine_tune_text(config: SORSAReproConfig, arm: str, task: TextTask, lr: float
     return curves, before
 
 
-def search_text_lr(config: SORSAReproConfig, arm: str) -> dict[str, Any]:
+RULES = {"auc": lambda curves: statistics.fmean(curves["target_accuracy"]),
+         "final": lambda curves: curves["target_accuracy"][-1]}
+"""The lr selection rules of :data:`SELECTIONS`: mean target accuracy over the curve (the area
+under it) or at its end."""
+
+
+def search_text_lr(config: SORSAReproConfig, arm: str, workdir: str,
+                   device: torch.device | None = None) -> dict[str, Any]:
     """The arm's best text lr under each rule, scored on the search seeds' test splits."""
-    scores: dict[str, dict[str, float]] = {rule: {} for rule in SELECTIONS}
-    for lr in config.text_lrs:
-        curves = [fine_tune_text(config, arm, text_task(config, seed), lr, seed)[0]
-                  ["target_accuracy"] for seed in config.text_search_seeds]
-        for rule in SELECTIONS:
-            scores[rule][repr(lr)] = statistics.fmean(_score(c, rule) for c in curves)
-    best = {rule: max(config.text_lrs, key=lambda lr, r=rule: scores[r][repr(lr)])
-            for rule in SELECTIONS}
-    return {"lr": best, "scores": scores}
+    def run(lr: float, seed: int) -> dict[str, list[float]]:
+        return fine_tune_text(config, arm, text_task(config, seed), lr, seed, device)[0]
+
+    return search_lr(workdir, f"text_search_{arm}", config.text_lrs,
+                     seeds=config.text_search_seeds, run=run, rules=RULES)
 
 
-def evaluate_text_arm(config: SORSAReproConfig, arm: str, lr: float, seed: int
-                      ) -> dict[str, Any]:
+def evaluate_text_arm(config: SORSAReproConfig, arm: str, lr: float, seed: int,
+                      device: torch.device | None = None) -> dict[str, Any]:
     """Adapt MiniLM on the seed's task at ``lr``; metrics and curves on its test split."""
-    curves, before = fine_tune_text(config, arm, text_task(config, seed), lr, seed)
+    curves, before = fine_tune_text(config, arm, text_task(config, seed), lr, seed, device)
     target = curves["target_accuracy"]
     metrics = {"target_accuracy": target[-1], "target_auc": statistics.fmean(target),
                "lr": lr, **before}
@@ -425,44 +372,36 @@ def setting_of(rule: str) -> str:
     return f"lr_by_{rule}"
 
 
-def _score(curve: list[float], rule: str) -> float:
-    return statistics.fmean(curve) if rule == "auc" else curve[-1]
+def search_digits_lr(config: SORSAReproConfig, arm: str, workdir: str,
+                     device: torch.device | None = None) -> dict[str, Any]:
+    """The arm's best lr under each rule of :data:`SELECTIONS` (mean over the search seeds).
+
+    Each search seed has its own pretrained model and split; runs are scored on its
+    validation split.
+    """
+    def run(lr: float, seed: int) -> dict[str, list[float]]:
+        model, _ = pretrained(config, seed)
+        return fine_tune(config, arm, digits_transfer(seed), model, lr, seed, split="val",
+                         device=device)
+
+    return search_lr(workdir, f"search_{arm}", config.lrs, seeds=config.search_seeds, run=run,
+                     rules=RULES)
 
 
-def search_lr(config: SORSAReproConfig, arm: str, workdir: str) -> dict[str, Any]:
-    """The arm's best lr under each rule of :data:`SELECTIONS`, mean over the search seeds."""
-    scores: dict[str, dict[str, float]] = {rule: {} for rule in SELECTIONS}
-    for lr in config.lrs:
-        curves = []
-        for seed in config.search_seeds:
-            pair = digits_transfer(seed)
-            model = pretrained(config, pair, seed, workdir)
-            curves.append(fine_tune(config, arm, pair, model, lr, seed,
-                                    split="val")["target_accuracy"])
-        for rule in SELECTIONS:
-            scores[rule][repr(lr)] = statistics.fmean(_score(c, rule) for c in curves)
-    best = {rule: max(config.lrs, key=lambda lr, r=rule: scores[r][repr(lr)])
-            for rule in SELECTIONS}
-    return {"lr": best, "scores": scores}
-
-
-def evaluate_arm(config: SORSAReproConfig, arm: str, lr: float, seed: int, workdir: str,
-                 device: torch.device) -> dict[str, Any]:
+def evaluate_arm(config: SORSAReproConfig, arm: str, lr: float, seed: int,
+                 device: torch.device | None = None) -> dict[str, Any]:
     """Adapt the seed's pretrained model at ``lr``; metrics and curves on the test splits."""
     pair = digits_transfer(seed)
-    model = pretrained(config, pair, seed, workdir)
-    source_before = _accuracy(model, pair.source.x_test, pair.source.y_test)
+    model, source_before = pretrained(config, seed)
     curves = fine_tune(config, arm, pair, model, lr, seed, device=device)
-    target = curves["target_accuracy"]
-    # Forgetting at matched target accuracy: the source accuracy at the first evaluation
-    # where the target test accuracy reaches matched_target (NaN if it never does).
-    matched = next((source for acc, source in zip(target, curves["source_accuracy"])
-                    if acc >= config.matched_target), math.nan)
+    target, source = curves["target_accuracy"], curves["source_accuracy"]
     metrics = {"target_accuracy": target[-1],
                "target_accuracy_early": target[config.early_step // config.eval_every - 1],
                "target_auc": statistics.fmean(target),
-               "source_accuracy": curves["source_accuracy"][-1],
-               "source_at_matched": matched, "source_before": source_before, "lr": lr,
+               "source_accuracy": source[-1],
+               "source_at_matched": source_at_matched_target(target, source,
+                                                             config.matched_target),
+               "source_before": source_before, "lr": lr,
                "trainable_parameters": float(sum(
                    p.numel() for p in model.parameters() if p.requires_grad))}
     if "ortho_error" in curves:
@@ -498,35 +437,21 @@ class SORSAReproduction(Reproduction):
                    for arm in config.text_arms])
 
     def run_unit(self, config: SORSAReproConfig, unit: Unit, env: UnitEnv) -> UnitResult:
-        if unit.setting == TEXT_SETTING:
-            return self._run_text_unit(config, unit, env)
-        rule = unit.setting.removeprefix("lr_by_")
+        text = unit.setting == TEXT_SETTING
+        # The text lrs are chosen by the headline rule only (one text setting).
+        rule = config.select_by[0] if text else unit.setting.removeprefix("lr_by_")
+        search, evaluate, prefix = ((search_text_lr, evaluate_text_arm, "text_") if text
+                                    else (search_digits_lr, evaluate_arm, ""))
+        chosen = search(config, unit.arm, env.workdir, env.device)
+        lr = chosen["best"][rule]
         with local_only():
-            chosen = shared_once(env.workdir, f"lr_search_{unit.arm}",
-                                 lambda: search_lr(config, unit.arm, env.workdir))
-            lr = chosen["lr"][rule]
-            run = shared_once(env.workdir, f"run_{unit.arm}_lr{lr:g}_seed{unit.seed}",
-                              lambda: evaluate_arm(config, unit.arm, lr, unit.seed, env.workdir,
-                                                   env.context.device))
+            # A run both digits settings choose (same arm, lr and seed) is trained once.
+            run = shared_once(env.workdir, f"{prefix}eval_{unit.arm}_lr{lr:g}_seed{unit.seed}",
+                              lambda: evaluate(config, unit.arm, lr, unit.seed, env.device))
         metrics = dict(run["metrics"])
         # The search's validation scores, so the note can compare arms at one fixed lr too.
-        metrics.update({f"val_{rule}_lr{float(lr):g}": score
-                        for lr, score in chosen["scores"][rule].items()})
-        return UnitResult(metrics, run["curves"])
-
-    @staticmethod
-    def _run_text_unit(config: SORSAReproConfig, unit: Unit, env: UnitEnv) -> UnitResult:
-        # The text lrs are chosen by the headline rule only (one text setting).
-        rule = config.select_by[0]
-        with local_only():
-            chosen = shared_once(env.workdir, f"text_lr_search_{unit.arm}",
-                                 lambda: search_text_lr(config, unit.arm))
-            lr = chosen["lr"][rule]
-            run = shared_once(env.workdir, f"text_run_{unit.arm}_lr{lr:g}_seed{unit.seed}",
-                              lambda: evaluate_text_arm(config, unit.arm, lr, unit.seed))
-        metrics = dict(run["metrics"])
-        metrics.update({f"val_{rule}_lr{float(lr):g}": score
-                        for lr, score in chosen["scores"][rule].items()})
+        metrics.update({f"val_{rule}_lr{float(value):g}": score
+                        for value, score in chosen["scores"][rule].items()})
         return UnitResult(metrics, run["curves"])
 
     def curve_x(self, config: SORSAReproConfig, setting: str
@@ -600,19 +525,14 @@ class SORSAReproduction(Reproduction):
         steps = {}
         for arm in config.arms:
             torch.manual_seed(0)
-            model = MLP(pair.source.num_features, 10, hidden=config.hidden).to(device)
-            params, handle = adapt(model, arm, config, 1e-2)
-            optimizer = torch.optim.AdamW(params, lr=1e-2, weight_decay=0.0)
+            model = MLP(pair.source.num_features, 10, hidden=config.hidden)
+            adapted = adapt_arm(model, arm, config, 1e-2, device)
+            optimizer = adapted.optimizer(1e-2)
 
-            def step(model: nn.Module = model, handle: Any = handle, params: Any = params,
+            def step(model: nn.Module = model, adapted: Adapted = adapted,
                      optimizer: Any = optimizer) -> None:
-                optimizer.zero_grad(set_to_none=True)
-                F.cross_entropy(model(x), y).backward()
-                if isinstance(handle, SORSA):
-                    handle.step(optimizer, max_grad_norm=config.max_grad_norm)
-                else:
-                    nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-                    optimizer.step()
+                adapted.update(optimizer, F.cross_entropy(model(x), y),
+                               max_grad_norm=config.max_grad_norm)
             steps[arm] = step
         seconds = time_steps(steps, repeats=config.timing_repeats, inner=3, warmup=2,
                              device=device)
