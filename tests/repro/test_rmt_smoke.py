@@ -30,7 +30,7 @@ def test_tiny_run_writes_valid_artefacts_with_every_arm(tmp_path):
 
 def test_full_preset_runs_three_seeds_of_every_arm_on_minilm():
     full = RMTReproConfig.full()
-    assert len(full.seeds) == 3 and full.arms == ARMS and full.encoder == "minilm"
+    assert len(full.seeds) == 5 and full.arms == ARMS and full.encoder == "minilm"
     assert full.shots == 16 and full.batch_size == 8
 
 

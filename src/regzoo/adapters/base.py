@@ -169,7 +169,6 @@ def find_targets(model: nn.Module, target_modules: Sequence[str] | str | None = 
         raise ValueError(f"target_modules={target_modules!r} selects no linear layer")
     order = [name for name, _ in model.named_modules()]
     return sorted(targets.items(), key=lambda item: order.index(item[0]))
-    return targets
 
 
 def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
