@@ -67,9 +67,25 @@ def test_errors_are_one_clear_line_and_exit_2(argv, message, capsys, tmp_path, m
     assert err.startswith("regzoo: error:") and message in err
 
 
-def test_report_writes_the_results_index(tmp_path, capsys):
+def test_report_writes_the_results_index_of_a_given_folder(tmp_path, capsys):
+    import shutil
+
+    from regzoo.registry import results_dir
+
+    shutil.copytree(results_dir() / "elr", tmp_path / "elr")
     assert main(["report", "--results", str(tmp_path)]) == 0
     assert (tmp_path / "README.md").read_text().startswith("# Results")
+
+
+def test_report_prints_and_leaves_the_checkout_alone_without_write(capsys):
+    from regzoo.registry import results_dir
+
+    before = (results_dir() / "README.md").read_text()
+    assert main(["report"]) == 0
+    assert capsys.readouterr().out.startswith("# Results")
+    assert (results_dir() / "README.md").read_text() == before
+    assert main(["report", "--render"]) == 2
+    assert "--write" in capsys.readouterr().err
 
 
 def test_repro_of_a_planned_method_says_it_is_planned(capsys):
@@ -91,6 +107,8 @@ def test_repro_of_a_planned_method_says_it_is_planned(capsys):
         (["repro", "elr", "--tiny", "--set", "lr=nan"], "lr must be finite"),
         (["repro", "elr", "--tiny", "--seeds", "-1"], "non-negative"),
         (["report", "--results", "does-not-exist"], "does not exist"),
+        (["report", "--results", "."], "holds no <slug>/result.json"),
+        (["bench", "gigatok"], "planned"),
         (["repro", "elr", "--tiny", "--reuse-stale"], "--resume"),
     ],
 )

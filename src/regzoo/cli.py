@@ -127,8 +127,12 @@ def _cmd_repro(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
+    method = card(args.slug)
+    if not method.implemented:
+        raise ValueError(f"{args.slug!r} is planned, not implemented yet: it has no benchmark "
+                         "(regzoo list shows what is implemented)")
     # A benchmark shared by several methods (the adapters) is named in the card's extras.
-    name = card(args.slug).extras.get("benchmark", args.slug)
+    name = method.extras.get("benchmark", args.slug)
     script = Path(__file__).resolve().parents[2] / "benchmarks" / f"{name}.py"
     if not script.is_file():
         raise ValueError(f"no benchmark for {args.slug!r} at {script} (benchmarks/ ships with the "
@@ -147,6 +151,13 @@ def _cmd_report(args: argparse.Namespace) -> int:
     root = Path(args.results) if args.results else results_dir()
     if not root.is_dir():
         raise ValueError(f"results folder {root} does not exist; pass --results DIR")
+    if not any(root.glob("*/result.json")):
+        raise ValueError(f"results folder {root} holds no <slug>/result.json; run "
+                         "`regzoo repro SLUG --full` first, or pass the folder that has them")
+    write = args.write or args.results is not None
+    if args.render and not write:
+        raise ValueError("--render rewrites the committed results/: add --write (or pass "
+                         "--results DIR to render another folder)")
     if args.render:
         for path in sorted(root.glob("*/result.json")):
             result = json.loads(path.read_text())
@@ -157,6 +168,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
             render_artefacts(repro, result, path.parent)
             print(f"rendered {path.parent}")
     text = build_results_index(root)
+    if not write:
+        print(text)  # the checkout's results/README.md changes only with --write
+        return 0
     atomic_write_bytes(root / "README.md", text.encode())
     print(f"wrote {root / 'README.md'}")
     return 0
@@ -262,8 +276,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("args", nargs=argparse.REMAINDER)
     p.set_defaults(func=_cmd_bench)
 
-    p = sub.add_parser("report", help="rebuild results/README.md from committed results")
-    p.add_argument("--results", help="results folder (default: the checkout's results/)")
+    p = sub.add_parser("report", help="the results index of committed results (printed; "
+                       "--write rebuilds results/README.md)")
+    p.add_argument("--results", help="results folder to index and write into (default: the "
+                   "checkout's results/, written only with --write)")
+    p.add_argument("--write", action="store_true",
+                   help="write the index (and --render's files) into the checkout's results/")
     p.add_argument("--render", action="store_true",
                    help="also re-judge each result's claims with the current claim code and "
                    "verdict rule and rewrite its note, result.md and plot from its "

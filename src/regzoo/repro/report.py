@@ -113,6 +113,25 @@ def result_markdown(repro: Reproduction, result: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+LINE_STYLES = ("-", "--", "-.", ":")
+MARKERS = ("o", "s", "^", "D", "v", "x", "P", "*")
+
+
+def _plot_title(result: Mapping[str, Any], width: int) -> str:
+    """The figure's title: the verdict badge, the headline claim in words, what the bands are."""
+    import textwrap
+
+    claim, run = result["claim"], result["run"]
+    if run.get("smoke"):
+        badge = f"[SMOKE RUN: {len(run['seeds'])} seeds < {MIN_SEEDS}, no verdict]"
+    else:
+        tally = status_line(result).partition(" · ")[2]
+        badge = f"[{VERDICT_MARK[claim['verdict']].upper()} · {tally}]"
+    statement = textwrap.shorten(claim["statement"], width=3 * width, placeholder=" …")
+    return "\n".join([f"{run['slug']} {badge}", *textwrap.wrap(statement, width),
+                      "curves: mean ± SE over seeds"])
+
+
 def plot_result(repro: Reproduction, result: Mapping[str, Any], path: Path) -> None:
     """Mean ± SE over seeds of each of ``repro.plot_curves`` (rows) per setting (columns)."""
     try:
@@ -121,6 +140,7 @@ def plot_result(repro: Reproduction, result: Mapping[str, Any], path: Path) -> N
         raise ImportError("plots need matplotlib: pip install 'regzoo[plot]'") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     curves = result["metrics"]["curves"]
     rows = [(name, label) for name, label in repro.plot_curves
@@ -134,10 +154,13 @@ def plot_result(repro: Reproduction, result: Mapping[str, Any], path: Path) -> N
     extra = 1 if repro.extra_row_label else 0
     fig, axes = plt.subplots(len(rows) + extra, len(settings), dpi=110, squeeze=False,
                              figsize=(3.6 * len(settings) + 0.8, 2.9 * (len(rows) + extra)))
-    # One colour per arm across every panel, and one legend naming every arm drawn.
+    # One colour, line style and marker per arm across every panel (curves that overlap stay
+    # distinguishable), and one legend naming every arm drawn.
     drawn_arms = {arm for by_arm in curves.values() for arm in by_arm}
-    colours = {arm: f"C{i % 10}" for i, (arm, _) in
-               enumerate(_in_display_order(repro, dict.fromkeys(drawn_arms)))}
+    order = [arm for arm, _ in _in_display_order(repro, dict.fromkeys(drawn_arms))]
+    colours = {arm: f"C{i % 10}" for i, arm in enumerate(order)}
+    styles = {arm: LINE_STYLES[i % len(LINE_STYLES)] for i, arm in enumerate(order)}
+    markers = {arm: MARKERS[i % len(MARKERS)] for i, arm in enumerate(order)}
     handles: dict[str, Any] = {}
     for r, (name, label) in enumerate(rows):
         for ax, setting in zip(axes[r], settings):
@@ -157,7 +180,8 @@ def plot_result(repro: Reproduction, result: Mapping[str, Any], path: Path) -> N
                 values = axis[setting][1]
                 xs = list(values)[: len(mean)] if values is not None else range(1, len(mean) + 1)
                 (line,) = ax.plot(xs, mean, label=repro.arm_labels.get(arm, arm), lw=1.5,
-                                  color=colours[arm])
+                                  color=colours[arm], ls=styles[arm], marker=markers[arm],
+                                  markersize=3.5, markevery=max(1, len(mean) // 8))
                 handles.setdefault(arm, line)
                 if se is not None:
                     ax.fill_between(xs, [m - e for m, e in zip(mean, se)],
@@ -168,8 +192,9 @@ def plot_result(repro: Reproduction, result: Mapping[str, Any], path: Path) -> N
                 ax.set_title(setting)
             ax.set_xscale(axis[setting][2])
             ax.set_yscale(repro.curve_scales.get(name, "linear"))
-            if r == len(rows) - 1:
-                ax.set_xlabel(axis[setting][0])
+            ax.set_xlabel(axis[setting][0], fontsize=8)
+            if axis[setting][0] == "epoch":
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes[r][0].set_ylabel(label)
     # Before the extra row: a reproduction may redraw a panel there, legend included.
     axes[0][-1].legend(handles=[handles[a] for a, _ in _in_display_order(repro, handles)],
@@ -181,10 +206,7 @@ def plot_result(repro: Reproduction, result: Mapping[str, Any], path: Path) -> N
             else:
                 ax.axis("off")
         axes[-1][0].set_ylabel(repro.extra_row_label)
-    n = result["claim"]["observed"]["n"]
-    # Settings may run different seed counts; each claim in result.md states its own.
-    fig.suptitle(f"{result['run']['slug']}: mean ± SE over seeds (headline claim: {n})",
-                 fontsize=10)
+    fig.suptitle(_plot_title(result, width=int(42 * fig.get_figwidth() / 3.6)), fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, metadata={"Software": None})
