@@ -127,3 +127,16 @@ def test_sorsa_orthonormal_penalty_equals_peft_adalora_regulariser():
     theirs = reference.base_model(torch.randn(3, 12)).loss
     torch.testing.assert_close(handle.penalty(), theirs, rtol=1e-6, atol=1e-7)
     assert float(theirs.detach()) > 0.01
+
+
+def test_every_layer_means_every_layer_the_rank_fits_and_the_rest_are_named_in_a_warning():
+    from regzoo.methods.sorsa import SORSA
+
+    model = MLP(16, 3, hidden=(32,))
+    with pytest.warns(UserWarning, match=r"left unadapted: head \(3, 32\)"):
+        handle = SORSA.apply(model, rank=4)
+    assert set(handle.layers) == {"body.0"}
+    with pytest.raises(ValueError, match="layer 'head'.*leave that layer out"):
+        apply_low_rank(MLP(16, 3, hidden=(32,)), target_modules=["head"], rank=4)
+    with pytest.raises(ValueError, match="no linear layer"):
+        apply_low_rank(MLP(2, 3, hidden=(2,)), rank=4)

@@ -266,7 +266,7 @@ def test_penalty_is_differentiable_for_a_users_own_loop():
 def test_bad_input_names_the_argument_and_leaves_the_model_untouched():
     model = _model()
     with pytest.raises(ValueError, match=r"rank.*'body\.2'"):
-        SORSA.apply(model, rank=9)                 # body.2 is 8×16
+        SORSA.apply(model, target_modules=["body.2"], rank=9)   # body.2 is 8×16
     assert all(type(m) in (nn.Linear, nn.ReLU, nn.Sequential, MLP) for m in model.modules())
     assert all(p.requires_grad for p in model.parameters())
     with pytest.raises(ValueError, match="gamma"):

@@ -21,6 +21,7 @@ half-precision base are kept in float32 (peft does the same), so small updates a
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -108,6 +109,36 @@ class LowRankHandle(AdapterHandle):
             yield name, layer.A, layer.B, layer.singular_values()
 
 
+def low_rank_targets(model: nn.Module, target_modules: Sequence[str] | str | None, rank: int
+                     ) -> list[tuple[str, nn.Module]]:
+    """The layers a rank-``rank`` adapter wraps, every one checked before any is touched.
+
+    A layer named in ``target_modules`` with min(in, out) < rank is an error; with
+    ``target_modules=None`` such layers are skipped with a warning, since "every linear layer"
+    cannot mean a rank the layer does not have.
+    """
+    check_positive_int("rank", rank)
+    targets, small = [], []
+    for name, module in find_targets(model, target_modules):
+        shape = tuple(module.weight.shape)
+        if rank <= min(shape):
+            targets.append((name, module))
+        elif target_modules is None:
+            small.append(f"{name} {shape}")
+        else:
+            raise ValueError(f"rank must be an integer in [1, min(in, out)] = [1, {min(shape)}] "
+                             f"for layer {name!r} of shape {shape}, got {rank}; lower rank or "
+                             "leave that layer out of target_modules")
+    if small:
+        warnings.warn(f"rank {rank} exceeds the smaller side of {len(small)} layer(s), left "
+                      f"unadapted: {', '.join(small)}; name target_modules to choose layers "
+                      "yourself", stacklevel=3)
+    if not targets:
+        raise ValueError(f"no linear layer of {type(model).__name__} has min(in, out) >= "
+                         f"rank={rank}; lower rank")
+    return targets
+
+
 def apply_low_rank(model: nn.Module, *, target_modules: Sequence[str] | str | None = None,
                    rank: int = 8, init: str = "lora", alpha: float | None = None,
                    dropout: float = 0.0, modules_to_save: Sequence[str] | str = (),
@@ -117,8 +148,10 @@ def apply_low_rank(model: nn.Module, *, target_modules: Sequence[str] | str | No
 
     Args:
         model: any ``nn.Module``; its other parameters are frozen (``modules_to_save`` excepted).
-        target_modules: layer names (peft-style suffixes or globs); None = every linear layer.
-        rank: r, at most min(in, out) of every target.
+        target_modules: layer names (peft-style suffixes or globs); None = every linear layer
+            whose min(in, out) is at least ``rank`` (smaller ones, a 10-class head under rank
+            16 say, are skipped with a warning naming them).
+        rank: r, at most min(in, out) of every named target.
         init: ``"lora"``, ``"pissa"`` or ``"sorsa"``.
         alpha: the scale is alpha / rank; None gives scale 1.
         dropout: dropout on the adapter's input (LoRA's ``lora_dropout``).
@@ -129,14 +162,7 @@ def apply_low_rank(model: nn.Module, *, target_modules: Sequence[str] | str | No
         The handle: ``trainable_parameters()``, ``merge()``, ``unmerge()``, ``remove()``,
         ``factors()``, ``adapter_state_dict()``.
     """
-    targets = find_targets(model, target_modules)
-    for name, module in targets:
-        # Check every layer before touching any: a failure must leave the model as it was.
-        check_positive_int("rank", rank)
-        shape = tuple(module.weight.shape)
-        if rank > min(shape):
-            raise ValueError(f"rank must be an integer in [1, min(in, out)] = [1, {min(shape)}] "
-                             f"for layer {name!r} of shape {shape}, got {rank}")
+    targets = low_rank_targets(model, target_modules, rank)
     return wrap(model, targets,
                 lambda _name, module: LowRankLinear(module, rank, init=init, alpha=alpha,
                                                     dropout=dropout),

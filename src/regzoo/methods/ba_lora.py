@@ -248,7 +248,8 @@ class BALoRA(LowRankHandle):
 
         Args:
             model: the pretrained network, adapted in place.
-            target_modules: layer names (peft-style suffixes or globs); None = every linear layer.
+            target_modules: layer names (peft-style suffixes or globs); None = every linear layer
+                with min(in, out) ≥ rank (smaller ones skipped with a warning).
             rank: adapter rank r.
             alpha: scale alpha / r; None = scale 1 (the official r = alpha).
             dropout: dropout on the adapters' inputs (official: 0).

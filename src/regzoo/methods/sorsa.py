@@ -63,8 +63,8 @@ from typing import cast
 import torch
 from torch import nn
 
-from regzoo.adapters import LowRankHandle, LowRankLinear, apply_low_rank, find_targets
-from regzoo.core.checks import check_choice, check_positive_int, check_range
+from regzoo.adapters import LowRankHandle, LowRankLinear, apply_low_rank
+from regzoo.core.checks import check_choice, check_range
 from regzoo.registry import Default, register
 
 ORTHO_MODES = ("decoupled", "loss")
@@ -169,7 +169,7 @@ class SORSA(LowRankHandle):
             model: any module; every parameter outside the adapters (and ``modules_to_save``)
                 is frozen, biases included.
             target_modules: layer names, peft-style (exact, ``.suffix`` or glob); None = every
-                linear layer.
+                linear layer with min(in, out) ≥ rank (smaller ones skipped with a warning).
             rank: r, at most min(in, out) of every target.
             alpha: the adapter scale is alpha / r; None (default) gives scale 1.
             dropout: dropout on the adapter's input.
@@ -184,16 +184,6 @@ class SORSA(LowRankHandle):
         """
         check_range("gamma", gamma, 0.0)
         check_choice("ortho_mode", ortho_mode, ORTHO_MODES)
-        check_positive_int("rank", rank)
-        # Check every target before wrapping any, so a bad rank leaves the model untouched.
-        for name, module in find_targets(model, target_modules):
-            out_features, in_features = (module.weight.shape if isinstance(module, nn.Linear)
-                                         else module.weight.shape[::-1])
-            if rank > min(in_features, out_features):
-                raise ValueError(f"rank must be at most min(in, out) = "
-                                 f"{min(in_features, out_features)} for layer {name!r} "
-                                 f"({out_features}×{in_features}), got {rank}; lower rank or "
-                                 "leave that layer out of target_modules")
         handle = apply_low_rank(model, target_modules=target_modules, rank=rank, init="sorsa",
                                 alpha=alpha, dropout=dropout, modules_to_save=modules_to_save,
                                 handle_cls=cls, gamma=gamma, ortho_mode=ortho_mode)
