@@ -15,7 +15,7 @@ from regzoo.repro.claims import MIN_SEEDS
 from regzoo.repro.runner import load_reproduction, result_changes
 
 PENDING_RERUN = {
-    "ba_lora", "colide", "elr", "holobeam", "hyde", "more_is_better",
+    "ba_lora", "colide", "holobeam", "hyde", "more_is_better",
     "rmt", "sara", "soft_equivariance", "sorsa", "sparse_ot", "stn", "weight_compander",
 }
 """Results written before provenance fingerprints existed; each leaves with its re-run."""
