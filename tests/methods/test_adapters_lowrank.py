@@ -136,7 +136,7 @@ def test_every_layer_means_every_layer_the_rank_fits_and_the_rest_are_named_in_a
     with pytest.warns(UserWarning, match=r"left unadapted: head \(3, 32\)"):
         handle = SORSA.apply(model, rank=4)
     assert set(handle.layers) == {"body.0"}
-    with pytest.raises(ValueError, match="layer 'head'.*leave that layer out"):
+    with pytest.raises(ValueError, match=r"layer 'head'.*leave that layer out"):
         apply_low_rank(MLP(16, 3, hidden=(32,)), target_modules=["head"], rank=4)
     with pytest.raises(ValueError, match="no linear layer"):
         apply_low_rank(MLP(2, 3, hidden=(2,)), rank=4)
