@@ -16,7 +16,7 @@ from regzoo.repro.runner import load_reproduction, result_changes
 
 PENDING_RERUN = {
     "ba_lora", "colide", "holobeam", "hyde", "more_is_better",
-    "rmt", "sara", "soft_equivariance", "sorsa", "sparse_ot", "stn", "weight_compander",
+    "rmt", "sara", "sorsa", "stn", "weight_compander",
 }
 """Results written before provenance fingerprints existed; each leaves with its re-run."""
 
