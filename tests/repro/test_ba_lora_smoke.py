@@ -5,22 +5,19 @@ import json
 import pytest
 import torch
 
+from conftest import run_tiny
 from regzoo.data.transfer import digits_transfer
 from regzoo.repro.ba_lora import (
     BALoRAReproConfig,
     arm_weights,
     nlu_data,
 )
-from regzoo.repro.runner import run_reproduction, validate_result
+from regzoo.repro.runner import validate_result
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("ba_lora") / "run"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("REGZOO_CACHE", str(tmp_path_factory.mktemp("cache")))
-        return out, run_reproduction("ba_lora", "tiny", out=out, jobs=1, progress=False,
-                                     command="regzoo repro ba_lora --tiny")
+    return run_tiny("ba_lora", tmp_path_factory)
 
 
 def test_tiny_run_writes_valid_artefacts_for_both_settings(tiny_run):

@@ -5,18 +5,15 @@ import math
 
 import pytest
 
+from conftest import run_tiny
 from regzoo.repro.finetune import score_grid, source_at_matched_target
-from regzoo.repro.runner import run_reproduction, validate_result
+from regzoo.repro.runner import validate_result
 from regzoo.repro.sara import ARMS, SaRAReproConfig, matched_score
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("sara") / "run"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("REGZOO_CACHE", str(tmp_path_factory.mktemp("cache")))
-        return out, run_reproduction("sara", "tiny", out=out, jobs=1, progress=False,
-                                     command="regzoo repro sara --tiny")
+    return run_tiny("sara", tmp_path_factory)
 
 
 def test_tiny_run_writes_valid_artefacts_with_every_arm(tiny_run):
