@@ -18,7 +18,7 @@ PROCEDURES = [pytest.param(c, id=c.slug) if c.implemented else
               for c in cards(kind="procedure")]
 
 
-def _stn(device, checkpoint=None, resume=False, epochs=3, **config):
+def _stn(device, checkpoint=None, resume=False, epochs=3, init_seed=0, **config):
     from regzoo.data import TensorBatches
     from regzoo.methods.stn import (
         HyperMLP,
@@ -31,7 +31,7 @@ def _stn(device, checkpoint=None, resume=False, epochs=3, **config):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(32, 6, generator=g)
     y = (x[:, 0] > 0).long() + (x[:, 1] > 0).long()
-    torch.manual_seed(0)
+    torch.manual_seed(init_seed)
     space = HyperparameterSpace({"d1": Hyperparameter(0.05, 0.0, 0.9)})
     net = HyperMLP(6, 3, (8,), ("d1",), hyper_dim=1)
     options = {"warmup_epochs": 1, "hyper_lr": 0.1, **config}
@@ -43,7 +43,8 @@ def _stn(device, checkpoint=None, resume=False, epochs=3, **config):
 
 
 EXAMPLES = {"stn": (_stn, {"epochs": 0})}
-"""Per slug: the tiny run, and config options that are invalid (refused before training)."""
+"""Per slug: the tiny run (``init_seed`` seeds the network's initialisation) and config options
+that are invalid (refused before training)."""
 
 
 def _example(card):
@@ -76,9 +77,12 @@ def test_resume_from_a_checkpoint_continues_exactly(card, tmp_path):
     run, _ = _example(card)
     straight = _parameters(run("cpu", epochs=3)[1])
     run("cpu", checkpoint=str(tmp_path / "ckpt.pt"), epochs=2)
+    # Another initialisation: only a resume that loads the checkpoint ends where `straight` does.
     resumed = _parameters(run("cpu", checkpoint=str(tmp_path / "ckpt.pt"), resume=True,
-                              epochs=3)[1])
+                              epochs=3, init_seed=1)[1])
     assert all(torch.equal(a, b) for a, b in zip(straight, resumed))
+    fresh = _parameters(run("cpu", epochs=3, init_seed=1)[1])
+    assert not all(torch.equal(a, b) for a, b in zip(straight, fresh))
 
 
 @pytest.mark.parametrize("card", PROCEDURES)

@@ -57,9 +57,13 @@ def test_trainable_parameters_get_gradients_and_penalty_is_a_finite_scalar(metho
 
 @pytest.mark.parametrize("method", TRANSFORMS)
 def test_the_handle_is_the_kind_protocol(method):
+    import inspect
+
     from regzoo.core.kinds import Transform, TransformHandle
 
+    # nn.Module has an apply() too: the transform's must be a classmethod taking the model.
     assert isinstance(method.obj, Transform)
+    assert isinstance(inspect.getattr_static(method.obj, "apply"), classmethod)
     assert isinstance(method.obj.apply(_model()), TransformHandle)
 
 

@@ -15,8 +15,8 @@ from regzoo.repro.claims import MIN_SEEDS
 from regzoo.repro.runner import load_reproduction, result_changes
 
 PENDING_RERUN = {
-    "ba_lora", "colide", "holobeam", "hyde", "more_is_better",
-    "rmt", "sara", "sorsa", "stn", "weight_compander",
+    "ba_lora", "colide", "hessian_alignment", "hyde", "rmt", "sara", "sorsa", "stn",
+    "weight_compander",
 }
 """Results written before provenance fingerprints existed; each leaves with its re-run."""
 
@@ -41,6 +41,14 @@ def _problems(slug):
     now = [_claim_definition(c.evaluate({}, {})) for c in current]
     if [_claim_definition(c) for c in recorded] != now:
         problems.append("its claims differ from the current claim code")
+    elif not problems:
+        # The stored verdicts are those of the current rule (else: regzoo report --write --render).
+        from regzoo.repro.runner import judge
+
+        judged = judge(repro, config, result["metrics"]["per_seed"])
+        again = [judged["claim"], *judged["secondary_claims"]]
+        if [c["verdict"] for c in again] != [c["verdict"] for c in recorded]:
+            problems.append("its stored verdicts differ from the current verdict rule's")
     return problems
 
 

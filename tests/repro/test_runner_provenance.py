@@ -160,3 +160,28 @@ def test_shared_work_of_other_code_is_set_aside_on_resume(fake, tmp_path):
     _run(tmp_path, resume=True)
     assert not shared.exists() and (tmp_path / "run" / "lr_search.json.stale").is_file()
     assert (tmp_path / "run" / "config.json").is_file()
+
+
+def test_work_done_under_reuse_stale_is_rerun_by_a_later_plain_resume(fake, tmp_path):
+    repro, code = fake
+    _run(tmp_path)
+    (tmp_path / "run" / "units" / "s__b__s4.json").unlink()  # one unit still to run
+    code["modules"] = {"regzoo.repro.elr": "v2"}
+    repro.ran.clear()
+    mixed = _run(tmp_path, resume=True, reuse_stale=True)
+    assert repro.ran == ["s__b__s4"] and mixed["run"]["mixed"]
+    assert "s__b__s4" in mixed["run"]["stale_units_kept"]
+    repro.ran.clear()
+    clean = _run(tmp_path, resume=True)
+    assert sorted(repro.ran) == sorted(u.id for u in repro.units(FakeConfig.quick()))
+    assert not clean["run"]["mixed"]
+
+
+def test_a_second_set_aside_keeps_the_first(fake, tmp_path):
+    _, code = fake
+    _run(tmp_path)
+    for version in ("v2", "v3"):
+        code["modules"] = {"regzoo.repro.elr": version}
+        _run(tmp_path, resume=True)
+    units = tmp_path / "run" / "units"
+    assert (units / "s__a__s0.json.stale").is_file() and (units / "s__a__s0.json.stale.2").is_file()

@@ -63,8 +63,11 @@ def status_header(result: Mapping[str, Any]) -> list[str]:
         if run.get("committed_status"):
             lines[0] += f" Committed full result, for reference: {run['committed_status']}."
         return [*lines, ""]
+    from regzoo.repro.runner import result_changes
+
+    changes = set(result_changes(result)) - {"<dirty>", "<mixed>"}
     flags = [flag for flag, on in (("dirty", run.get("git_dirty") is not False),
-                                   ("mixed", run.get("mixed"))) if on]
+                                   ("mixed", run.get("mixed")), ("stale", changes)) if on]
     tail = f" ({', '.join(flags)})" if flags else ""
     return [f"**Status: {status_line(result)}{tail}.** {RULE_TEXT}", ""]
 

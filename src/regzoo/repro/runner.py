@@ -47,7 +47,7 @@ from tqdm.auto import tqdm
 
 from regzoo.registry import card, results_dir
 from regzoo.repro import provenance
-from regzoo.repro.claims import MIN_SEEDS, Claim, status_line
+from regzoo.repro.claims import MIN_SEEDS, Claim
 from regzoo.repro.config import ReproConfig
 from regzoo.repro.protocol import Reproduction, Unit, UnitEnv, UnitResult
 from regzoo.train.checkpoint import atomic_write_bytes
@@ -185,7 +185,13 @@ class _ProgressLog:
 
 def _execute_unit(slug: str, config: ReproConfig, unit: Unit, out: str, resume: bool,
                   device: str, progress: bool | None, threads: int | None,
-                  fingerprint: dict[str, Any]) -> dict[str, Any]:
+                  fingerprint: dict[str, Any], stale_inputs: bool) -> dict[str, Any]:
+    """Run one unit and write its record.
+
+    The record carries the run's fingerprint; it is marked ``stale_inputs`` (never reused by a
+    plain ``--resume``) when the unit may have read work of other code (``--reuse-stale`` on a
+    folder whose code changed) or when the source changed while it ran.
+    """
     if threads is not None:
         torch.set_num_threads(threads)
     repro = load_reproduction(slug)
@@ -201,8 +207,11 @@ def _execute_unit(slug: str, config: ReproConfig, unit: Unit, out: str, resume: 
     )
     started = time.perf_counter()
     result: UnitResult = repro.run_unit(config, unit, env)
+    changed_meanwhile = provenance.fingerprint(slug, config.as_dict(), repro.unit_axes) != (
+        fingerprint)
     record = {"setting": unit.setting, "arm": unit.arm, "seed": unit.seed,
               "git_commit": _git_state()[0], "fingerprint": fingerprint,
+              **({"stale_inputs": True} if stale_inputs or changed_meanwhile else {}),
               "metrics": result.metrics, "curves": _rounded_curves(result.curves),
               "seconds": time.perf_counter() - started}
     if context.is_main:
@@ -323,8 +332,10 @@ def run_reproduction(
     if duplicated:
         raise ValueError(f"the config repeats units {duplicated[:3]}: give each seed, arm and "
                          "setting once")
-    records, pending, kept_stale = _reusable_units(out_path, units, current, resume,
-                                                   reuse_stale, context.is_main)
+    records, pending, kept_stale, stale_inputs = _reusable_units(
+        out_path, units, current, resume, reuse_stale, context.is_main)
+    if context.enabled:
+        torch.distributed.barrier()  # no rank resumes a checkpoint rank 0 is setting aside
     if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
         raise ValueError(f"jobs must be a positive number of processes, got {jobs!r}")
     parallel = context.world_size == 1 and context.device.type == "cpu"
@@ -342,7 +353,7 @@ def run_reproduction(
         try:
             for unit in pending:
                 records[unit.id] = _execute_unit(slug, config, unit, str(out_path), resume,
-                                                 device, progress, None, current)
+                                                 device, progress, None, current, stale_inputs)
                 bar.update()
         finally:
             torch.set_num_threads(previous_threads)
@@ -353,7 +364,7 @@ def run_reproduction(
         with futures.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
             submitted = {
                 pool.submit(_execute_unit, slug, config, unit, str(out_path), resume, device,
-                            False, 1, current): unit
+                            False, 1, current, stale_inputs): unit
                 for unit in pending
             }
             for future in futures.as_completed(submitted):
@@ -376,7 +387,6 @@ def run_reproduction(
         logger.warning("the source of %s changed while it ran: the result is marked dirty", slug)
         dirty = True
     smoke = len(config.seeds) < MIN_SEEDS
-    committed = card(slug).last_result() if smoke else None
 
     result = {
         "schema_version": SCHEMA_VERSION,
@@ -391,10 +401,12 @@ def run_reproduction(
             "git_commit": commit,
             "git_dirty": dirty,
             "fingerprint": current,
-            "mixed": bool(kept_stale),
-            "stale_units_kept": kept_stale,
+            "mixed": bool(kept_stale) or any(r.get("stale_inputs") for r in records.values()),
+            "stale_units_kept": sorted({*kept_stale, *(uid for uid, r in records.items()
+                                                       if r.get("stale_inputs"))}),
             "smoke": smoke,
-            "committed_status": None if committed is None else status_line(committed),
+            "committed_status": (card(slug).status_line()
+                                 if smoke and card(slug).last_result() is not None else None),
             "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "wall_seconds": time.perf_counter() - wall_start,
             "world_size": context.world_size,
@@ -439,16 +451,23 @@ def _read_json(path: Path) -> Any:
 
 
 def _set_aside(path: Path) -> None:
-    """Rename ``path`` to ``<path>.stale`` (nothing computed is deleted)."""
-    if path.exists():
-        path.replace(path.with_name(path.name + ".stale"))
+    """Rename ``path`` to ``<path>.stale`` (``.stale.2``, … when taken): nothing is deleted."""
+    if not path.exists():
+        return
+    target, number = path.with_name(path.name + ".stale"), 1
+    while target.exists():
+        number += 1
+        target = path.with_name(f"{path.name}.stale.{number}")
+    path.replace(target)
 
 
 def _reusable_units(out: Path, units: Sequence[Unit], current: dict[str, Any], resume: bool,
                     reuse_stale: bool, is_main: bool
-                    ) -> tuple[dict[str, dict[str, Any]], list[Unit], list[str]]:
-    """Finished units to reuse, units to run, and the stale units kept with ``reuse_stale``.
+                    ) -> tuple[dict[str, dict[str, Any]], list[Unit], list[str], bool]:
+    """Which finished units to reuse and which units to run.
 
+    Returns the reusable records, the units to run, the stale units kept, and whether the units
+    to run may read work of other code (``reuse_stale`` on a folder whose code changed).
     A unit is reused when its record is sound and its fingerprint is the current code's. A
     corrupt or foreign record is reported by file name, set aside and its unit re-run; a stale
     record is set aside unless ``reuse_stale``, and so, when the run folder's code changed, are
@@ -473,7 +492,8 @@ def _reusable_units(out: Path, units: Sequence[Unit], current: dict[str, Any], r
                 _set_aside(done_file)
             pending.append(unit)
             continue
-        changed = provenance.changed_modules(record.get("fingerprint"), current)
+        changed = (["<stale inputs>"] if record.get("stale_inputs") else
+                   provenance.changed_modules(record.get("fingerprint"), current))
         if not changed or reuse_stale:
             records[unit.id] = record
             if changed:
@@ -503,10 +523,13 @@ def _reusable_units(out: Path, units: Sequence[Unit], current: dict[str, Any], r
     if kept:
         logger.warning("--reuse-stale keeps %d unit(s) computed with other code; the result is "
                        "marked mixed: %s", len(kept), ", ".join(kept))
-    if is_main:
+    stale_inputs = bool(folder_changed) and reuse_stale
+    if is_main and not stale_inputs:
+        # With --reuse-stale on changed code the folder keeps the old fingerprint, so a later
+        # plain --resume still sees the change.
         out.mkdir(parents=True, exist_ok=True)
         write_json(saved, current)
-    return records, pending, kept
+    return records, pending, kept, stale_inputs
 
 
 def judge(repro: Reproduction, config: ReproConfig,
