@@ -43,7 +43,7 @@ def test_unknown_and_non_linear_targets_are_clear_errors():
     with pytest.raises(ValueError, match="empty"):
         find_targets(model, [])
     with pytest.raises(ValueError, match=r"rank must be .* = \[1, 10\]"):
-        apply_low_rank(model, rank=11)
+        apply_low_rank(model, target_modules=["head"], rank=11)
 
 
 def test_only_adapter_and_saved_parameters_train_and_remove_restores_the_flags():
@@ -140,8 +140,9 @@ def test_wrapping_a_non_linear_module_is_a_type_error_and_the_base_is_abstract()
 def test_a_rank_too_large_for_one_layer_leaves_the_model_untouched():
     model = _model()
     weights = [p.detach().clone() for p in model.parameters()]
+    # A named layer the rank does not fit is an error, raised before any layer is wrapped.
     with pytest.raises(ValueError, match=r"layer 'head' of shape \(10, 24\)"):
-        apply_low_rank(model, rank=12, init="pissa")
+        apply_low_rank(model, target_modules=["body.0", "head"], rank=12, init="pissa")
     assert all(type(m) in (nn.Linear, nn.ReLU, nn.Sequential, MLP) for m in model.modules())
     assert all(p.requires_grad for p in model.parameters())
     assert all(torch.equal(p, w) for p, w in zip(model.parameters(), weights, strict=True))
