@@ -135,3 +135,13 @@ def test_moves_to_the_test_device(method, device):
     criterion = method.obj(num_examples=N, num_classes=C).to(device)
     logits, target, index = (t.to(device) for t in _inputs())
     assert criterion(logits, target, index).device.type == device.type
+
+
+@pytest.mark.parametrize("method", IMPLEMENTED)
+def test_a_state_dict_of_another_size_names_the_constructor_arguments(method):
+    saved = method.obj(num_examples=N, num_classes=C).state_dict()
+    other = method.obj(num_examples=N + 5, num_classes=C)
+    before = {k: v.clone() for k, v in other.state_dict().items()}
+    with pytest.raises(ValueError, match=r"num_examples \(N\) and num_classes \(C\)"):
+        other.load_state_dict(saved)
+    assert all(torch.equal(before[k], v) for k, v in other.state_dict().items())

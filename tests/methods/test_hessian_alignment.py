@@ -285,3 +285,13 @@ def test_bad_options_raise():
     with pytest.raises(ValueError, match="probes must have shape"):
         hutchinson_diagonal([torch.zeros(3)], [torch.zeros(3, requires_grad=True)],
                             torch.ones(2, 4))
+
+
+def test_raw_inputs_instead_of_features_get_an_error_that_names_the_fix():
+    head = nn.Linear(4, 3)
+    penalty = HessianAlignment(head, "hgp")
+    g = torch.Generator().manual_seed(0)
+    raw = [torch.randn(6, 7, generator=g) for _ in range(2)]
+    targets = [torch.randint(0, 3, (6,), generator=g) for _ in range(2)]
+    with pytest.raises(ValueError, match=r"width 7 but the head takes 4 inputs.*model.features"):
+        penalty(raw, targets)

@@ -111,6 +111,20 @@ def penalty_traits(penalty: type | object) -> PenaltyTraits:
     return PenaltyTraits(**values)
 
 
+def check_state_shapes(module: nn.Module, state_dict: dict[str, Any], prefix: str,
+                       hint: str) -> None:
+    """Refuse a ``state_dict`` whose buffers have other shapes than ``module``'s, with ``hint``.
+
+    Call it from ``_load_from_state_dict``: torch's own message ("size mismatch for targets")
+    names neither the constructor argument that differs nor the fix.
+    """
+    for name, buffer in module.named_buffers(recurse=False):
+        stored = state_dict.get(prefix + name)
+        if isinstance(stored, torch.Tensor) and stored.shape != buffer.shape:
+            raise ValueError(f"state_dict holds {name} of shape {tuple(stored.shape)}, this "
+                             f"{type(module).__name__} has {tuple(buffer.shape)}; {hint}")
+
+
 def check_logits(logits: object, num_classes: int) -> int:
     """Check ``(B, C)`` floating, non-empty logits with C = ``num_classes``; return B."""
     check_tensor("logits", logits, ndim=2, floating=True)

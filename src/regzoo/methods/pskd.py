@@ -71,13 +71,14 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from regzoo.core.checks import check_positive_int, check_range, check_tensor
-from regzoo.core.kinds import check_index, check_logits, check_target
+from regzoo.core.kinds import check_index, check_logits, check_state_shapes, check_target
 from regzoo.registry import Default, register
 from regzoo.train.distributed import all_gather_cat, is_distributed
 
@@ -150,6 +151,12 @@ class ProgressiveSelfKnowledgeDistillation(nn.Module):
         return (f"num_examples={self.num_examples}, num_classes={self.num_classes}, "
                 f"alpha_T={self.alpha_T}, total_epochs={self.total_epochs}, "
                 f"update_on_forward={self.update_on_forward}")
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str,
+                              *args: Any) -> None:
+        check_state_shapes(self, state_dict, prefix, "build the criterion with the checkpoint's "
+                           "num_examples (N) and num_classes (C)")
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     def set_epoch(self, epoch: int) -> None:
         """Select epoch t ∈ [0, T − 1]; α_t and the first-epoch rule follow from it."""

@@ -41,12 +41,14 @@ and λ is an argument instead of a global config singleton.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from regzoo.core.checks import check_positive_int, check_range, check_tensor
-from regzoo.core.kinds import check_index, check_logits, check_target
+from regzoo.core.kinds import check_index, check_logits, check_state_shapes, check_target
 from regzoo.registry import Default, register
 from regzoo.train.distributed import all_gather_cat, is_distributed
 
@@ -111,6 +113,12 @@ class EarlyLearningRegularization(nn.Module):
     def extra_repr(self) -> str:
         return (f"num_examples={self.num_examples}, num_classes={self.num_classes}, "
                 f"lam={self.lam}, beta={self.beta}")
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str,
+                              *args: Any) -> None:
+        check_state_shapes(self, state_dict, prefix, "build the criterion with the checkpoint's "
+                           "num_examples (N) and num_classes (C)")
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     def _check(self, logits: torch.Tensor, index: torch.Tensor,
                target: torch.Tensor | None = None) -> None:

@@ -290,6 +290,11 @@ class HessianAlignment(nn.Module):
                    ) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor, torch.Tensor]:
         """Per-domain ``g_e`` and ``Q_e`` and the averages ``ḡ``, ``Q̄`` (all flat, with graph)."""
         check_domains(features, targets)
+        expected = getattr(self.head, "in_features", None)
+        if expected is not None and features[0].shape[1] != expected:
+            raise ValueError(f"features[0] has width {features[0].shape[1]} but the head takes "
+                             f"{expected} inputs (head.in_features); pass the featurizer's "
+                             "output, model.features(x), not the raw inputs")
         params = [p for p in self.head.parameters() if p.requires_grad]
         losses = self.domain_losses(features, targets)
         grads = [torch.autograd.grad(loss, params, create_graph=True) for loss in losses]
