@@ -347,3 +347,11 @@ def test_apply_and_regularizer_reject_bad_arguments():
         handle.regularizer(out, inputs=x, mask=torch.ones(4, dtype=torch.bool))
     with pytest.raises(ValueError, match="same shape"):
         handle.regularizer(out, out[:, :2])
+
+
+def test_inputs_the_model_cannot_take_get_an_error_naming_the_argument():
+    model = MLP(16, 10, hidden=(32,))
+    handle = BALoRA.apply(model, rank=4, target_modules=["body.0"])
+    x = torch.randn(8, 16)
+    with pytest.raises(ValueError, match=r"inputs= must be the batch the adapted model"):
+        handle.regularizer(model(x), inputs=torch.randn(8, 12))

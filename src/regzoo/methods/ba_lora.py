@@ -298,12 +298,19 @@ class BALoRA(LowRankHandle):
                       if isinstance(t, torch.Tensor)), None)
         if first is not None:
             self.pretrained.to(first.device)
-        if isinstance(inputs, Mapping):
-            out = self.pretrained(**inputs)
-        elif isinstance(inputs, (tuple, list)):
-            out = self.pretrained(*inputs)
-        else:
-            out = self.pretrained(inputs)
+        try:
+            if isinstance(inputs, Mapping):
+                out = self.pretrained(**inputs)
+            elif isinstance(inputs, (tuple, list)):
+                out = self.pretrained(*inputs)
+            else:
+                out = self.pretrained(inputs)
+        except RuntimeError as error:
+            if "shape" not in str(error) and "size" not in str(error):
+                raise
+            raise ValueError(f"inputs= must be the batch the adapted model itself takes (the x "
+                             f"of model(x)); the pretrained copy cannot run on it: {error}"
+                             ) from None
         return _logits_of("pretrained outputs", out)
 
     def _outputs(self, outputs: Any, mask: torch.Tensor | None) -> torch.Tensor:
