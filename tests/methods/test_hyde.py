@@ -274,3 +274,12 @@ def test_missing_bm3d_raises_an_import_error_naming_the_extra(cube, monkeypatch)
     monkeypatch.setattr(builtins, "__import__", no_bm3d)
     with pytest.raises(ImportError, match=r"regzoo\[bm3d\]"):
         fasthyde(cube[:16, :16, :16])
+
+
+def test_a_2d_array_gets_a_hint_that_works():
+    import numpy as np
+
+    from regzoo.methods.hyde import hyres
+
+    with pytest.raises(ValueError, match=r"at least 2 bands.*x\.reshape\(rows, cols, bands\)"):
+        hyres(np.random.default_rng(0).random((16, 16)))

@@ -41,9 +41,11 @@ def check_cube(value: object, name: str = "cube") -> tuple[torch.Tensor, ArrayKi
     constant band (the noise regression and per-band whitening divide by its variance).
     """
     if getattr(value, "ndim", None) == 2:
-        raise ValueError(f"{name} must be rows×cols×bands (3 dimensions), got a 2-D array of "
-                         f"shape {tuple(value.shape)}; add a band axis with x[..., None] for a "
-                         "single band, or reshape a pixels×bands matrix to rows×cols×bands")
+        raise ValueError(f"{name} must be rows×cols×bands (3 dimensions) with at least 2 "
+                         f"bands, got a 2-D array of shape {tuple(value.shape)}; reshape a "
+                         "pixels×bands matrix to rows×cols×bands (x.reshape(rows, cols, bands)). "
+                         "A single band cannot be denoised here: the noise of each band is "
+                         "estimated by regressing it on the other bands")
     cube, kind = as_tensor(name, value, ndim=3)
     rows, cols, bands = cube.shape
     if bands < 2 or rows * cols < 4:
