@@ -387,6 +387,11 @@ def run_reproduction(
         logger.warning("the source of %s changed while it ran: the result is marked dirty", slug)
         dirty = True
     smoke = len(config.seeds) < MIN_SEEDS
+    # A smoke run quotes the committed full result's status (its card shows "implemented" when
+    # there is none).
+    committed_status = card(slug).status_line() if smoke else None
+    if committed_status in ("implemented", "planned"):
+        committed_status = None
 
     result = {
         "schema_version": SCHEMA_VERSION,
@@ -405,8 +410,7 @@ def run_reproduction(
             "stale_units_kept": sorted({*kept_stale, *(uid for uid, r in records.items()
                                                        if r.get("stale_inputs"))}),
             "smoke": smoke,
-            "committed_status": (card(slug).status_line()
-                                 if smoke and card(slug).last_result() is not None else None),
+            "committed_status": committed_status,
             "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "wall_seconds": time.perf_counter() - wall_start,
             "world_size": context.world_size,
@@ -468,6 +472,7 @@ def _reusable_units(out: Path, units: Sequence[Unit], current: dict[str, Any], r
 
     Returns the reusable records, the units to run, the stale units kept, and whether the units
     to run may read work of other code (``reuse_stale`` on a folder whose code changed).
+
     A unit is reused when its record is sound and its fingerprint is the current code's. A
     corrupt or foreign record is reported by file name, set aside and its unit re-run; a stale
     record is set aside unless ``reuse_stale``, and so, when the run folder's code changed, are
