@@ -26,9 +26,16 @@ Registered assets (``regzoo assets list|build NAME|clear [NAME]``):
   starting point of the SORSA and SaRA reproductions. Config ``seed``, ``hidden``, ``epochs``,
   ``lr``, ``batch_size``.
 
+- ``digit_oracle``, ``digit_dcgan``: the digits classifier that measures generated digits and
+  the DCGANs of :mod:`regzoo.generative.assets`, which registers them.
+
+Modules that register assets are listed in :data:`PLUGINS` and imported the first time the
+registry is read, not at import time: a reproduction's code fingerprint
+(:mod:`regzoo.repro.provenance`) then covers only the builders it imports itself.
+
 A reproduction may cache assets of its own with :func:`cached` (BA-LoRA's watermarked MLP and
 toy language model): they are listed and cleared like registered ones, but only registered
-assets can be built by name.
+assets can be built by name. Building prints its one-off cost to stderr.
 """
 
 from __future__ import annotations
@@ -37,11 +44,14 @@ import dataclasses
 import datetime as dt
 import fcntl
 import hashlib
+import importlib
 import importlib.util
 import io
 import json
 import os
 import re
+import sys
+import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -152,9 +162,14 @@ def _reason(error: Exception) -> str:
 
 def _build(name: str, build: Callable[[], Payload],
            check: Callable[[Payload], object] | None) -> Payload:
+    print(f"building asset {name!r} (once per machine; later runs load it from "
+          f"{cache_dir()})", file=sys.stderr, flush=True)
+    started = time.perf_counter()
     # A forked RNG and no process group: building leaves the caller as loading would.
     with torch.random.fork_rng(devices=[]), local_only():
         payload = build()
+    print(f"built asset {name!r} in {time.perf_counter() - started:.0f} s", file=sys.stderr,
+          flush=True)
     if not isinstance(payload, dict):
         raise TypeError(f"the builder of asset {name!r} returned {type(payload).__name__}, "
                         "expected a dict of tensors and numbers")
@@ -237,6 +252,15 @@ class Asset:
 
 
 REGISTRY: dict[str, Asset] = {}
+PLUGINS: tuple[str, ...] = ("regzoo.generative.assets",)
+"""Modules that register assets when imported (see the module docstring)."""
+
+
+def registry() -> dict[str, Asset]:
+    """Every registered asset by name, after importing :data:`PLUGINS`."""
+    for module in PLUGINS:
+        importlib.import_module(module)
+    return REGISTRY
 
 
 def register(asset: Asset) -> Asset:
@@ -250,9 +274,10 @@ def register(asset: Asset) -> Asset:
 
 def registered(name: str) -> Asset:
     """The registered asset ``name``; the error lists the registered names."""
-    if name not in REGISTRY:
-        raise ValueError(f"unknown asset {name!r}; registered assets: {', '.join(REGISTRY)}")
-    return REGISTRY[name]
+    known = registry()
+    if name not in known:
+        raise ValueError(f"unknown asset {name!r}; registered assets: {', '.join(known)}")
+    return known[name]
 
 
 def full_config(name: str, config: Mapping[str, Any] | None = None) -> dict[str, Any]:

@@ -209,7 +209,7 @@ def _cmd_assets(args: argparse.Namespace) -> int:
         if not found:
             print("no cached assets")
         print("buildable (regzoo assets build NAME [--set KEY=VALUE]):")
-        for asset in assets.REGISTRY.values():
+        for asset in assets.registry().values():
             defaults = " ".join(f"{k}={v}" for k, v in asset.defaults.items())
             print(f"  {asset.name}: {asset.summary}; defaults {defaults}")
         return 0

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from regzoo.adapters.sparse import (
-    SparseValueLinear,
+    SparseValueLayer,
     apply_sparse,
     select_below,
     select_entries,
@@ -205,11 +205,168 @@ def test_bad_input_raises_clear_errors():
     with pytest.raises(ValueError, match="count"):
         select_entries(torch.ones(2, 2), 5)
     with pytest.raises(ValueError, match="strictly increasing"):
-        SparseValueLinear(nn.Linear(3, 2), torch.tensor([2, 1]))
+        SparseValueLayer(nn.Linear(3, 2), torch.tensor([2, 1]))
     with pytest.raises(TypeError, match="int64"):
-        SparseValueLinear(nn.Linear(3, 2), torch.tensor([0.0, 1.0]))
+        SparseValueLayer(nn.Linear(3, 2), torch.tensor([0.0, 1.0]))
     handle = apply_sparse(_model(), fraction=0.2)
     with pytest.raises(ValueError, match="keep must be a bool"):
         handle.restrict({"head": torch.ones(3, dtype=torch.bool)})
     with pytest.raises(ValueError, match="unknown layer"):
         handle.restrict({"nope": torch.ones(3, dtype=torch.bool)})
+
+
+# --- convolutions, biases and norms ----------------------------------------------------------
+
+
+def _conv_model(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(),
+        nn.Conv2d(6, 8, 3, stride=2, padding=1, groups=2), nn.GroupNorm(2, 8), nn.ReLU(),
+        nn.ConvTranspose2d(8, 4, 2, stride=2), nn.LayerNorm(8), nn.Flatten(),
+        nn.Linear(4 * 8 * 8, 5)).double()
+
+
+def _images(seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(6, 3, 8, 8, generator=g, dtype=torch.float64),
+            torch.randint(0, 5, (6,), generator=g))
+
+
+def _conv_trajectory(mode, include_biases_and_norms, restrict_at=None):
+    model = _conv_model()
+    handle = apply_sparse(model, fraction=0.3, mode=mode,
+                          include_biases_and_norms=include_biases_and_norms)
+    opt = torch.optim.AdamW(handle.trainable_parameters(), lr=0.02, weight_decay=0.05)
+    x, y = _images()
+    snapshots = []
+    for step in range(8):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+        if step == restrict_at:
+            handle.restrict({name: torch.arange(layer.num_selected) % 3 != 0
+                             for name, layer in handle.layers.items()}, opt)
+        snapshots.append({n: torch.cat([t.detach().reshape(-1)
+                                        for t in layer.effective_tensors()])
+                          for n, layer in handle.layers.items()})
+    return snapshots
+
+
+def test_convolution_kernels_are_covered_by_default_floor_fraction_per_flat_kernel():
+    model = _conv_model()
+    kernels = {n: m.weight.detach().clone() for n, m in model.named_modules()
+               if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear))}
+    handle = apply_sparse(model, fraction=0.15)
+    assert set(handle.layers) == {"0", "3", "6", "9"}  # the norms need the option
+    for name, layer in handle.layers.items():
+        flat = kernels[name].reshape(-1)
+        assert layer.tensors == ("weight",)
+        assert layer.num_selected == int(0.15 * flat.numel())
+        assert torch.equal(layer.index, select_entries(kernels[name], layer.num_selected))
+    for conv in (nn.Conv1d(3, 5, 3), nn.Conv3d(3, 5, 3)):
+        handle = apply_sparse(nn.Sequential(conv), fraction=0.2)
+        assert handle.counts() == {"0": int(0.2 * conv.weight.numel())}
+    linear_only = apply_sparse(_conv_model(), fraction=0.15, include_convolutions=False)
+    assert set(linear_only.layers) == {"9"}
+
+
+def test_biases_and_norms_option_covers_each_tensor_with_its_own_count():
+    model = _conv_model()
+    params = dict(model.named_parameters())
+    handle = apply_sparse(model, fraction=0.3, include_biases_and_norms=True)
+    assert set(handle.layers) == {"0", "1", "3", "4", "6", "7", "9"}
+    for name, layer in handle.layers.items():
+        assert layer.tensors == ("weight", "bias")
+        assert layer.tensor_counts() == {
+            t: int(0.3 * params[f"{name}.{t}"].numel()) for t in ("weight", "bias")}
+        bias_index = layer.index[layer.tensor_of(layer.index) == 1] - layer.sizes[0]
+        assert torch.equal(bias_index, select_entries(params[f"{name}.bias"],
+                                                      layer.tensor_counts()["bias"]))
+    no_bias = apply_sparse(nn.Sequential(nn.Linear(4, 3, bias=False)), fraction=0.5,
+                           include_biases_and_norms=True)
+    assert no_bias.layers["0"].tensors == ("weight",)
+
+
+@pytest.mark.parametrize("mode", ["sparse", "dense"])
+@pytest.mark.parametrize("include_biases_and_norms", [False, True])
+def test_wrapping_convolutions_and_norms_leaves_the_outputs_unchanged(mode,
+                                                                      include_biases_and_norms):
+    model = _conv_model()
+    x, _ = _images()
+    before = model(x)
+    apply_sparse(model, fraction=0.3, rule="random", mode=mode,
+                 include_biases_and_norms=include_biases_and_norms)
+    assert torch.equal(model(x), before)
+
+
+@pytest.mark.parametrize("restrict_at", [None, 3])
+def test_sparse_and_dense_paths_agree_on_convolutions_biases_and_norms(restrict_at):
+    sparse = _conv_trajectory("sparse", True, restrict_at)
+    dense = _conv_trajectory("dense", True, restrict_at)
+    for a, b in zip(sparse, dense):
+        for name in a:
+            torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-13)
+
+
+@pytest.mark.parametrize("mode", ["sparse", "dense"])
+def test_convolution_entries_outside_the_mask_stay_bit_identical_and_merge_is_exact(mode):
+    model = _conv_model()
+    original = {k: v.clone() for k, v in model.state_dict().items()}
+    handle = apply_sparse(model, fraction=0.25, mode=mode, include_biases_and_norms=True)
+    x, y = _images()
+    opt = torch.optim.AdamW(handle.trainable_parameters(), lr=0.05, weight_decay=0.1)
+    for _ in range(5):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    for name, layer in handle.layers.items():
+        flat = torch.cat([t.detach().reshape(-1) for t in layer.effective_tensors()])
+        start = torch.cat([original[f"{name}.{t}"].reshape(-1) for t in layer.tensors])
+        off = torch.ones_like(flat, dtype=torch.bool)
+        off[layer.index] = False
+        assert torch.equal(flat[off], start[off])
+        assert not torch.equal(flat[layer.index], start[layer.index])
+    model.eval()
+    x, _ = _images(2)
+    trained = model(x)
+    handle.merge()
+    assert torch.equal(model(x), trained)
+    handle.unmerge()
+    for name, layer in handle.layers.items():
+        for t in layer.tensors:
+            assert torch.equal(getattr(layer.base, t), original[f"{name}.{t}"])
+    handle.remove()
+    assert not any(isinstance(m, SparseValueLayer) for m in model.modules())
+    assert torch.equal(model(x), trained)
+
+
+def test_convolution_values_save_and_load_round_trip():
+    model = _conv_model()
+    pretrained = {k: v.clone() for k, v in model.state_dict().items()}
+    handle = apply_sparse(model, fraction=0.2, include_biases_and_norms=True)
+    x, y = _images()
+    opt = torch.optim.AdamW(handle.trainable_parameters(), lr=0.05)
+    for _ in range(3):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    fresh = _conv_model()
+    fresh.load_state_dict(pretrained)
+    other = apply_sparse(fresh, fraction=0.2, include_biases_and_norms=True)
+    other.load_adapter_state_dict(handle.adapter_state_dict())
+    # Training mode: batch statistics, since the running ones are buffers, not adapter state.
+    assert torch.equal(fresh(x), model(x))
+
+
+def test_bad_targets_name_the_option_that_covers_them():
+    with pytest.raises(TypeError, match="include_biases_and_norms=True"):
+        apply_sparse(_conv_model(), fraction=0.1, target_modules=["1"])
+    with pytest.raises(TypeError, match="include_convolutions=True"):
+        apply_sparse(_conv_model(), fraction=0.1, target_modules=["0"],
+                     include_convolutions=False)
+    with pytest.raises(ValueError, match="the weight first"):
+        SparseValueLayer(nn.Conv2d(2, 2, 1), torch.tensor([0]), tensors=("bias",))
+    with pytest.raises(ValueError, match=r"selects none of the linear layers, convolutions$"):
+        apply_sparse(nn.Sequential(nn.ReLU(), nn.LayerNorm(3)), fraction=0.5,
+                     target_modules="*")

@@ -218,6 +218,22 @@ def test_fasthyie_fills_missing_pixels(cube):
     assert np.abs(damaged[missing] - cube[missing]).mean() > 0.2
 
 
+@pytest.mark.parametrize(("method", "options", "unit"), [
+    ("l1hymixde", {"denoiser": identity, "max_iter": 3}, "l1hymixde ADMM"),
+    ("fasthyde", {"denoiser": identity}, "eigen-images"),
+    ("hyminor", {"iterations": 3}, "hyminor ADMM"),
+    ("otvca", {"features": 3, "num_iter": 2}, "otvca"),
+    ("wsrrr", {"rank": 3, "max_iter": 3}, "wsrrr"),
+])
+def test_long_denoisers_report_progress_only_when_asked(cube, capsys, method, options, unit):
+    small = add_noise(cube[:16, :16, :16], "mixed", seed=0)
+    quiet = denoise(small, method, progress=False, **options)
+    assert capsys.readouterr().err == ""
+    shown = denoise(small, method, progress=True, **options)
+    assert unit in capsys.readouterr().err
+    np.testing.assert_array_equal(quiet, shown)
+
+
 def test_numpy_in_numpy_out_and_torch_in_torch_out(cube, device):
     small = add_noise(cube[:16, :16, :16], "gaussian", seed=0, sigma=0.02)
     assert isinstance(hyres(small), np.ndarray)

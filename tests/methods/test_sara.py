@@ -47,7 +47,7 @@ def test_fraction_selects_the_smallest_magnitudes_per_matrix_exactly():
         others = torch.ones_like(w, dtype=torch.bool)
         others[layer.index] = False
         assert chosen.max() <= w[others].abs().min()
-        assert handle.thresholds[name] == float(chosen.max())
+        assert handle.thresholds[f"{name}.weight"] == float(chosen.max())
 
 
 def test_threshold_selects_every_entry_below_tau():
@@ -88,7 +88,7 @@ def test_bug1_regression_the_nuclear_norm_changes_the_update_and_lowers_the_norm
 
 def test_penalty_is_lambda_times_the_nuclear_norm_of_one_eligible_masked_weight():
     model = _model(hidden=(80, 70))
-    handle = SaRA.apply(model, lambda_rank=0.3)
+    handle = SaRA.apply(model, lambda_rank=0.3, penalty_in_optimizer=False)
     assert handle.rank_eligible() == ["body.2"]
     layer = handle.layers["body.2"]
     masked = torch.zeros(70 * 80, dtype=torch.float64)
@@ -99,8 +99,12 @@ def test_penalty_is_lambda_times_the_nuclear_norm_of_one_eligible_masked_weight(
     penalty.backward()
     assert layer.values.grad is not None and layer.values.grad.abs().sum() > 0
     assert all(p.grad is None for p in model.parameters() if not p.requires_grad)
-    small = SaRA.apply(_model(hidden=(8,)))
+    small = SaRA.apply(_model(hidden=(8,)), penalty_in_optimizer=False)
     assert small.rank_eligible() == [] and float(small.penalty()) == 0.0
+    # Default: the optimizer owns the term; the loss-side penalty is zero.
+    default = SaRA.apply(_model(hidden=(80, 70)), lambda_rank=0.3)
+    assert float(default.penalty()) == 0.0
+    torch.testing.assert_close(default.rank_term().detach(), expected)
 
 
 @pytest.mark.parametrize("mode", ["sparse", "dense"])
@@ -117,11 +121,11 @@ def test_progressive_step_keeps_a_subset_once_and_freezes_grown_entries(mode):
     left = {}
     for name, layer in handle.layers.items():
         assert set(layer.index.tolist()) <= set(initial[name].tolist())
-        assert (layer.selected_values().detach().abs() <= handle.thresholds[name]).all()
+        assert (layer.selected_values().detach().abs() <= handle.thresholds[f"{name}.weight"]).all()
         gone = sorted(set(initial[name].tolist()) - set(layer.index.tolist()))
         left[name] = torch.tensor(gone, dtype=torch.int64)
         frozen = layer.effective_weight().detach().reshape(-1)[left[name]]
-        assert (frozen.abs() > handle.thresholds[name]).all()
+        assert (frozen.abs() > handle.thresholds[f"{name}.weight"]).all()
         left[name] = (left[name], frozen)
     _train(model, handle, 5, optimizer=opt)
     assert handle.counts() == counts
@@ -203,3 +207,173 @@ def test_bad_input_raises_clear_errors():
         SaRA.apply(_model(), target_modules=["decoder"])
     with pytest.raises(ValueError, match="lr"):
         SaRA.apply(_model()).optimizer(lr=-1.0)
+
+
+# --- convolutions, biases and norms ----------------------------------------------------------
+
+
+def _conv_model(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.GroupNorm(2, 8), nn.ReLU(),
+        nn.Conv2d(8, 66, 3), nn.BatchNorm2d(66), nn.ReLU(), nn.Flatten(),
+        nn.Linear(66 * 4 * 4, 80), nn.LayerNorm(80), nn.ReLU(), nn.Linear(80, 70), nn.ReLU(),
+        nn.Linear(70, 5)).double()
+
+
+def _images(seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(8, 3, 6, 6, generator=g, dtype=torch.float64),
+            torch.randint(0, 5, (8,), generator=g))
+
+
+def _train_images(model, handle, steps, optimizer):
+    x, y = _images()
+    for _ in range(steps):
+        optimizer.zero_grad()
+        (nn.functional.cross_entropy(model(x), y) + handle.penalty()).backward()
+        optimizer.step()
+
+
+def test_convolution_kernels_are_selected_by_default_and_outputs_are_unchanged():
+    model = _conv_model()
+    kernels = {n: m.weight.detach().clone() for n, m in model.named_modules()
+               if isinstance(m, nn.Conv2d | nn.Linear)}
+    x, _ = _images()
+    before = model(x)
+    handle = SaRA.apply(model)
+    assert torch.equal(model(x), before)
+    assert set(handle.layers) == set(kernels) == {"0", "3", "7", "10", "12"}
+    for name, layer in handle.layers.items():
+        flat = kernels[name].reshape(-1)
+        assert layer.num_selected == int(0.1 * flat.numel())
+        others = torch.ones_like(flat, dtype=torch.bool)
+        others[layer.index] = False
+        assert flat[layer.index].abs().max() <= flat[others].abs().min()
+        assert handle.thresholds[f"{name}.weight"] == float(flat[layer.index].abs().max())
+    # Official set_mask_param: only 2-D weights are drawn for the nuclear norm.
+    assert handle.rank_eligible() == ["7", "10"]
+
+
+def test_rank_kernels_penalises_the_kernel_as_an_out_by_in_k_k_matrix():
+    model = _conv_model()
+    handle = SaRA.apply(model, lambda_rank=0.2, rank_kernels=True, target_modules=["3"])
+    assert handle.rank_eligible() == ["3"]  # (66, 8·3·3): min 66 > 64
+    layer = handle.layers["3"]
+    masked = torch.zeros(66 * 8 * 3 * 3, dtype=torch.float64)
+    masked[layer.index] = layer.values.detach()
+    expected = 0.2 * torch.linalg.matrix_norm(masked.view(66, 72), ord="nuc")
+    torch.testing.assert_close(handle.rank_term().detach(), expected)
+
+
+def test_biases_and_norms_option_selects_them_with_a_threshold_per_tensor():
+    model = _conv_model()
+    params = {k: v.detach().clone() for k, v in model.named_parameters()}
+    handle = SaRA.apply(model, fraction=0.3, include_biases_and_norms=True, progressive_iter=3)
+    assert set(handle.layers) == {"0", "1", "3", "4", "7", "8", "10", "12"}
+    for name, layer in handle.layers.items():
+        assert layer.tensor_counts() == {t: int(0.3 * params[f"{name}.{t}"].numel())
+                                         for t in ("weight", "bias")}
+        for position, t in enumerate(layer.tensors):
+            own = layer.origin[layer.tensor_of(layer.index) == position]
+            assert handle.thresholds[f"{name}.{t}"] == float(own.abs().max())
+    _train_images(model, handle, 3, handle.optimizer(lr=0.01))
+    assert handle.reselected
+    for name, layer in handle.layers.items():
+        taus = torch.tensor([handle.thresholds[f"{name}.{t}"] for t in layer.tensors],
+                            dtype=torch.float64)
+        limit = taus[layer.tensor_of(layer.index)]
+        assert (layer.selected_values().detach().abs() <= limit).all()
+
+
+def test_sparse_and_dense_sara_agree_on_convolutions_biases_and_norms():
+    runs = {}
+    for mode in ("sparse", "dense"):
+        model = _conv_model()
+        handle = SaRA.apply(model, fraction=0.3, lambda_rank=0.01, progressive_iter=3,
+                            rank_kernels=True, include_biases_and_norms=True, mode=mode, seed=2)
+        _train_images(model, handle, 6, handle.optimizer(lr=0.003))
+        runs[mode] = {n: torch.cat([t.detach().reshape(-1) for t in layer.effective_tensors()])
+                      for n, layer in handle.layers.items()}
+    for name in runs["sparse"]:
+        torch.testing.assert_close(runs["sparse"][name], runs["dense"][name], rtol=0,
+                                   atol=1e-12)
+
+
+# --- the official step order -----------------------------------------------------------------
+
+
+def _sara_run(steps, **options):
+    model = _model()
+    handle = SaRA.apply(model, fraction=0.3, lambda_rank=0.05, progressive_iter=2, seed=5,
+                        **options)
+    _train(model, handle, steps, lr=0.003)
+    return _weights(handle)
+
+
+def test_the_call_after_the_reselection_makes_no_update_unless_asked():
+    # Official adamw.py re-selects at the start of call progressive_iter + 1 and returns.
+    skip = {steps: _sara_run(steps) for steps in (2, 3, 4)}
+    plain = {steps: _sara_run(steps, skip_reselection_step=False) for steps in (2, 3)}
+    for name in skip[2]:
+        assert torch.equal(skip[3][name], skip[2][name])
+        assert torch.equal(plain[2][name], skip[2][name])
+        assert not torch.equal(plain[3][name], plain[2][name])
+        # The skipped call consumed no draw and no Adam step: one call behind, same path.
+        assert torch.equal(skip[4][name], plain[3][name])
+
+
+def test_the_drawn_matrix_is_penalised_only_above_one_hundred_selected_entries():
+    # Official adamw2.py: `if mask.sum() > 100`. body.2 keeps ⌊0.015·80·70⌋ = 84 entries.
+    def run(lam, **options):
+        model = _model(hidden=(80, 70))
+        handle = SaRA.apply(model, fraction=0.015, lambda_rank=lam, progressive_iter=None,
+                            **options)
+        assert handle.layers["body.2"].num_selected == 84
+        first = handle.rank_term()
+        _train(model, handle, 5)
+        return first, _weights(handle)
+
+    guarded, weights = run(0.5)
+    _, unpenalised = run(0.0)
+    unguarded, free = run(0.5, rank_min_selected=0)
+    assert guarded is None and unguarded is not None and float(unguarded.detach()) > 0
+    assert all(torch.equal(weights[n], unpenalised[n]) for n in weights)
+    assert not torch.equal(free["body.2"], unpenalised["body.2"])
+
+
+def _clipped_step(penalty_in_optimizer, max_norm):
+    model = _model(hidden=(80, 70))
+    handle = SaRA.apply(model, fraction=0.3, lambda_rank=0.5, progressive_iter=None,
+                        penalty_in_optimizer=penalty_in_optimizer)
+    opt = handle.optimizer(lr=0.003)
+    x, y = _batch()
+    opt.zero_grad()
+    (nn.functional.cross_entropy(model(x), y) + handle.penalty()).backward()
+    params = handle.trainable_parameters()
+    task = [p.grad.clone() for p in params]
+    nn.utils.clip_grad_norm_(params, max_norm)
+    clipped = [p.grad.clone() for p in params]
+    layer = handle.layers["body.2"]  # the one eligible matrix: every draw picks it
+    values = layer.values.detach().clone().requires_grad_(True)
+    masked = torch.zeros(70 * 80, dtype=torch.float64).index_put((layer.index,), values)
+    (term_grad,) = torch.autograd.grad(
+        0.5 * torch.linalg.matrix_norm(masked.view(70, 80), ord="nuc"), values)
+    opt.step()
+    used = [p.grad.clone() for p in params]
+    return list(handle.layers).index("body.2"), term_grad, task, clipped, used, _weights(handle)
+
+
+def test_the_nuclear_norm_gradient_is_added_after_clipping_unless_asked():
+    # Official: the term's backward runs inside step(), after the loop's clip_grad_norm_.
+    body2, term_grad, _, clipped, used, _ = _clipped_step(True, 1e-3)
+    torch.testing.assert_close(used[body2] - clipped[body2], term_grad, rtol=0, atol=1e-12)
+    assert torch.linalg.vector_norm(torch.cat(used)) > 1e-2
+    _, _, task, clipped, used, _ = _clipped_step(False, 1e-3)
+    assert all(torch.equal(a, b) for a, b in zip(clipped, used))  # the term was in the loss
+    assert torch.linalg.vector_norm(torch.cat(used)) <= 1e-3 + 1e-12
+    assert torch.linalg.vector_norm(torch.cat(task)) > 1e-2
+    # Without clipping the two orders compute the same step.
+    after, before = _clipped_step(True, math.inf)[-1], _clipped_step(False, math.inf)[-1]
+    for name in after:
+        torch.testing.assert_close(after[name], before[name], rtol=0, atol=1e-12)

@@ -239,6 +239,177 @@ def test_tuned_network_uses_the_current_hyperparameters_without_dropout():
     torch.testing.assert_close(result.model(x), expected)
 
 
+# --- validation stream and the official recipe ------------------------------------------------
+
+
+def _run(epochs=6, *, val_loss=None, evaluate=None, checkpoint=None, resume=False,
+         checkpoint_every=1, **config):
+    """``_stn_run``'s task with any ``fit_stn`` option: 2 training batches per epoch (one hyper
+    step per tuned epoch), 2 validation batches of 8."""
+    torch.manual_seed(0)
+    x, y = _classification()
+    space = HyperparameterSpace({"d1": Hyperparameter(0.05, 0.0, 0.9),
+                                 "d2": Hyperparameter(0.05, 0.0, 0.9)})
+    net = HyperMLP(6, 3, (8, 8), ("d1", "d2"), hyper_dim=2)
+    options = {"warmup_epochs": 1, "hyper_lr": 0.1, **config}
+    result = fit_stn(net, space, TensorBatches(x[:16], y[:16], 8, seed=0),
+                     TensorBatches(x[16:], y[16:], 8, seed=1),
+                     config=STNConfig(epochs=epochs, **options), val_loss=val_loss,
+                     evaluate=evaluate, checkpoint_path=checkpoint, resume=resume,
+                     checkpoint_every=checkpoint_every, progress=False)
+    return result, net
+
+
+def _recording(used):
+    """A validation loss that notes the dataset indices of every hyper step's batch."""
+    def val_loss(model, batch, hyper):
+        used.append(sorted(batch[2].tolist()))
+        return F.cross_entropy(model(batch[0], hyper), batch[1])
+    return val_loss
+
+
+def _scripted(losses):
+    """A validation loss whose gradient-free calls (the recipe's, once per validation batch at
+    each tuned epoch's end) give the epoch's scripted value; hyper steps get the real loss."""
+    script = iter([loss for loss in losses for _ in range(2)])  # 2 validation batches
+
+    def val_loss(model, batch, hyper):
+        loss = F.cross_entropy(model(batch[0], hyper), batch[1])
+        return loss if torch.is_grad_enabled() else torch.tensor(next(script))
+    return val_loss
+
+
+def _passes(n):
+    """The validation batches' index sets of passes 0 .. n-1 (``set_epoch(k)`` orders pass k)."""
+    x, y = _classification()
+    batches = TensorBatches(x[16:], y[16:], 8, seed=1)
+    out = []
+    for k in range(n):
+        batches.set_epoch(k)
+        out.append([sorted((b[2] + 16).tolist()) for b in batches])
+    return out
+
+
+def test_the_validation_stream_runs_on_across_epochs():
+    # Epochs 1-4 take one hyper step each; 2 batches per pass: pass 0 serves epochs 1 and 2,
+    # pass 1 (its own order) epochs 3 and 4.
+    used = []
+    _run(epochs=5, val_loss=_recording(used))
+    (a0, a1), (b0, b1) = _passes(2)
+    assert [[i + 16 for i in u] for u in used] == [a0, a1, b0, b1]
+
+
+def test_the_per_epoch_stream_restarts_at_every_epoch():
+    used = []
+    _run(epochs=4, val_loss=_recording(used), val_stream="per_epoch")
+    orders = _passes(4)
+    assert [[i + 16 for i in u] for u in used] == [orders[e][0] for e in (1, 2, 3)]
+
+
+def test_a_resumed_stream_continues_mid_pass(tmp_path):
+    straight = []
+    _run(epochs=5, val_loss=_recording(straight))
+    first, second = [], []
+    # Epoch 1's hyper step leaves the stream after the first batch of pass 0.
+    _run(epochs=2, val_loss=_recording(first), checkpoint=str(tmp_path / "s.pt"))
+    _run(epochs=5, val_loss=_recording(second), checkpoint=str(tmp_path / "s.pt"), resume=True)
+    assert first + second == straight
+
+
+def test_the_learning_rate_decays_when_the_loss_exceeds_the_best_before_the_window():
+    # Tuned epochs k = 0..5 (epochs 1..6), nonmono 2: a decay needs > 2 earlier losses and a
+    # loss above the best of all but the last 2. k = 2 (0.95) is worse but too early; k = 3
+    # (0.92) beats the best before its window (1.0); k = 4 (0.91) exceeds 0.9 (k = 1): decay.
+    losses = [1.0, 0.9, 0.95, 0.92, 0.91, 0.89]
+    result, _ = _run(epochs=7, val_loss=_scripted(losses), nonmono=2, lr_decay=0.5,
+                     train_lr=0.01)
+    records = result.history.records
+    assert [r["stn/val_loss"] for r in records[1:]] == pytest.approx(losses)
+    assert "stn/val_loss" not in records[0]  # the warm-up takes no part
+    # stn/lr is the rate an epoch trained with: the decay at epoch 5's end shows from epoch 6.
+    assert [r["stn/lr"] for r in records] == pytest.approx([0.01] * 6 + [0.005])
+    assert result.stop_reason == "epochs"
+
+
+def test_training_stops_after_patience_epochs_without_a_new_best():
+    # Best at k = 1 (0.9), then at k = 3 (0.8, the count restarts); k = 4, 5, 6 are no better
+    # (an equal loss is no improvement): the third ends training at epoch 7 of 20.
+    losses = [1.0, 0.9, 0.95, 0.8, 0.85, 0.8, 0.99, 0.5, 0.5]
+    result, _ = _run(epochs=20, val_loss=_scripted(losses), patience=3)
+    assert result.stop_reason == "patience"
+    assert len(result.history.records) == 8
+    assert result.best_epoch == 4
+    assert result.schedule == [{k: v for k, v in r.items() if k.startswith(("hp/", "sigma/"))}
+                               for r in result.history.records]
+
+
+def test_training_stops_once_the_learning_rate_falls_below_min_lr():
+    # nonmono 1 with rising losses: decays at k = 2 and k = 3 (0.1 → 0.01 → 0.001 < 5e-3), so
+    # epoch 4 is the last; it trained at 0.01.
+    losses = [1.0, 1.1, 1.2, 1.3, 1.4, 1.5]
+    result, _ = _run(epochs=20, val_loss=_scripted(losses), nonmono=1, train_lr=0.1,
+                     min_lr=5e-3)
+    assert result.stop_reason == "min_lr"
+    assert [r["stn/lr"] for r in result.history.records] == pytest.approx(
+        [0.1, 0.1, 0.1, 0.1, 0.01])
+
+
+def _val_nll(model, epoch):
+    x, y = _classification()
+    with torch.no_grad():
+        return {"val_nll": float(F.cross_entropy(model(x[16:]), y[16:]))}
+
+
+def test_the_best_validation_state_is_the_one_restored():
+    # train_lr 0.1 on this task: the validation loss is lowest at epoch 6 of 10, then rises.
+    result, net = _run(epochs=10, evaluate=_val_nll, train_lr=0.1, reload_best=True)
+    records = result.history.records
+    best = result.best_epoch
+    assert best == min(range(1, 10), key=lambda e: records[e]["stn/val_loss"]) < 9
+    assert _val_nll(result.model, 0)["val_nll"] == pytest.approx(records[best]["val_nll"],
+                                                                 rel=1e-6)
+    assert result.space.current() == pytest.approx(
+        {k[3:]: v for k, v in records[best].items() if k.startswith("hp/")}, rel=1e-6)
+    # The restored network is the one that epoch ended with: a run stopped there has it.
+    _, at_best = _run(epochs=best + 1, train_lr=0.1)
+    for a, b in zip(net.parameters(), at_best.parameters()):
+        assert torch.equal(a, b)
+
+
+def _timeless(records):
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
+
+
+def test_resume_with_the_recipe_continues_exactly(tmp_path):
+    options = {"nonmono": 1, "patience": 3, "reload_best": True, "train_lr": 0.1,
+               "min_lr": 1e-4}
+    straight, straight_net = _run(epochs=12, **options)
+    assert straight.stop_reason != "epochs" and len(straight.history.records) < 12
+    path = str(tmp_path / "r.pt")
+    _run(epochs=4, checkpoint=path, **options)
+    resumed, resumed_net = _run(epochs=12, checkpoint=path, resume=True, **options)
+    # Called again after the stop, the run resumes at its stop and returns the same result.
+    again, again_net = _run(epochs=12, checkpoint=path, resume=True, **options)
+    for result, trained in ((resumed, resumed_net), (again, again_net)):
+        assert _timeless(result.history.records) == _timeless(straight.history.records)
+        assert (result.stop_reason, result.best_epoch) == (straight.stop_reason,
+                                                           straight.best_epoch)
+        assert result.space.current() == straight.space.current()
+        for a, b in zip(trained.parameters(), straight_net.parameters()):
+            assert torch.equal(a, b)
+
+
+def test_the_official_preset_holds_the_scripts_values():
+    config = STNConfig.official(epochs=150, hyper_lr=3e-2)
+    assert (config.lr_decay, config.nonmono, config.patience, config.min_lr,
+            config.reload_best, config.val_stream) == (0.1, 60, 75, 1e-5, True, "continuous")
+    assert (config.epochs, config.hyper_lr, config.train_lr) == (150, 3e-2, 0.01)
+    assert STNConfig.official().epochs == 500
+    plain = STNConfig()
+    assert (plain.nonmono, plain.patience, plain.min_lr, plain.reload_best) == (None, None,
+                                                                                0.0, False)
+
+
 @pytest.mark.slow
 def test_ridge_lambda_approaches_the_validation_optimum():
     # The reproduction's ridge task and settings (6000 steps). Measured over seeds 0-9 of the
@@ -288,6 +459,16 @@ def test_bad_shapes_and_configs_are_refused():
         STNConfig(epochs=5, warmup_epochs=5)
     with pytest.raises(ValueError, match="hyper_lr"):
         STNConfig(hyper_lr=0.0)
+    with pytest.raises(ValueError, match="val_stream must be one of"):
+        STNConfig(val_stream="restart")
+    with pytest.raises(ValueError, match="lr_decay"):
+        STNConfig(lr_decay=1.0)
+    with pytest.raises(ValueError, match="patience must be >= 1"):
+        STNConfig(patience=0)
+    with pytest.raises(ValueError, match="min_lr"):
+        STNConfig(train_lr=1e-3, min_lr=1e-3)
+    with pytest.raises(TypeError, match="reload_best must be a bool"):
+        STNConfig(reload_best=1)
     with pytest.raises(ValueError, match="dropout_names"):
         HyperMLP(6, 3, (8, 8), ("d1",), hyper_dim=1)
     with pytest.raises(TypeError, match="HyperparameterSpace"):

@@ -1,4 +1,5 @@
-"""Smoke test of `regzoo repro stn --tiny`: artefacts, arms, claims, schedule curves."""
+"""Smoke test of `regzoo repro stn --tiny`: artefacts, arms (the official recipe's too),
+claims, schedule curves."""
 
 from regzoo.repro.runner import run_reproduction, validate_result
 from regzoo.repro.stn import DIGITS_ARMS, RIDGE_ARMS, STNReproConfig
@@ -20,7 +21,11 @@ def test_tiny_run_writes_valid_artefacts_with_every_arm(tmp_path):
     replay = aggregate["digits_dropout"]["stn_replay"]["rate_layer1"]["values"][0]
     assert replay == aggregate["digits_dropout"]["stn"]["rate_layer1"]["values"][0]
     assert aggregate["ridge"]["optimal"]["log10_lambda_error"]["values"][0] == 0.0
-    assert len(result["secondary_claims"]) == 4
+    official = aggregate["digits_dropout"]["stn_official"]
+    epochs_run = official["epochs_run"]["values"][0]
+    assert 1 <= official["best_epoch"]["values"][0] <= epochs_run <= config.epochs
+    assert len(result["secondary_claims"]) == 5
+    assert [c["method"] for c in result["secondary_claims"]].count("stn_official") == 1
     assert result["timing"]["stn_per_training_step_over_plain"] > 1
     assert (tmp_path / "run" / "stn.png").is_file()
 

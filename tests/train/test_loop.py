@@ -110,3 +110,41 @@ def test_an_epoch_without_batches_is_an_error():
     with pytest.raises(ValueError, match="no batch"):
         fit(model, batches, lambda net, b: net(b[0]).sum(),
             torch.optim.SGD(model.parameters(), lr=0.1), epochs=1, progress=False)
+
+
+class _StopAfter:
+    """A stop rule with saved state: stop once ``limit`` epochs have ended."""
+
+    def __init__(self, limit):
+        self.limit, self.ended = limit, 0
+
+    def state_dict(self):
+        return {"ended": self.ended}
+
+    def load_state_dict(self, state):
+        self.ended = state["ended"]
+
+
+def test_stop_ends_training_after_the_epoch_and_a_resume_stays_stopped(tmp_path):
+    def run(resume):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(2, 2)
+        rule = _StopAfter(2)
+
+        def end(epoch):
+            rule.ended += 1
+
+        history = fit(model, TensorBatches(torch.randn(8, 2), torch.zeros(8, dtype=torch.long), 4),
+                      lambda net, b: F.cross_entropy(net(b[0]), b[1]),
+                      torch.optim.SGD(model.parameters(), lr=0.1), epochs=10,
+                      on_epoch_end=end, stop=lambda: rule.ended >= rule.limit,
+                      state={"rule": rule}, checkpoint_path=tmp_path / "c.pt",
+                      checkpoint_every=5, resume=resume, progress=False)
+        return model, history
+
+    model, history = run(resume=False)
+    assert [r["epoch"] for r in history.records] == [0, 1]
+    assert load_checkpoint(tmp_path / "c.pt")["epoch"] == 1  # written at the stop
+    again, resumed = run(resume=True)
+    assert resumed.records == history.records
+    assert torch.equal(again.weight, model.weight)

@@ -64,13 +64,21 @@ def _parameter_names(fn: Callable[..., Any]) -> tuple[str, ...]:
 class Objective(nn.Module):
     """A weighted sum of named loss terms with a per-term breakdown.
 
-    Example:
-        >>> objective = Objective()
-        >>> objective.add("elr", EarlyLearningRegularization(n, c))  # doctest: +SKIP
-        >>> objective.add("l2", lambda model: sum(p.square().sum() for p in model.parameters()),
-        ...               weight=1e-4)  # doctest: +SKIP
-        >>> out = objective(logits=z, target=y, index=idx, model=model)  # doctest: +SKIP
-        >>> out.total.backward(); objective.after_backward(model)  # doctest: +SKIP
+    Example (each term takes the inputs its signature names):
+        >>> import torch
+        >>> from regzoo.methods.elr import EarlyLearningRegularization
+        >>> model = torch.nn.Linear(5, 3)
+        >>> x, y, idx = torch.randn(8, 5), torch.randint(0, 3, (8,)), torch.arange(8)
+        >>> objective = (
+        ...     Objective()
+        ...     .add("elr", EarlyLearningRegularization(num_examples=8, num_classes=3))
+        ...     .add("l2", lambda model: sum(p.square().sum() for p in model.parameters()),
+        ...          weight=1e-4)
+        ... )
+        >>> out = objective(logits=model(x), target=y, index=idx, model=model)
+        >>> out.total.backward(); objective.after_backward(model)
+        >>> sorted(out.parts)
+        ['elr', 'l2']
 
     Terms that are ``nn.Module`` s are registered as submodules, so their buffers (ELR's target
     memory) travel with ``objective.state_dict()``.

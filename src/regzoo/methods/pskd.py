@@ -121,12 +121,22 @@ class ProgressiveSelfKnowledgeDistillation(nn.Module):
     of every epoch. The table is written on every call in training mode; call ``.eval()`` on
     the criterion to evaluate the loss without touching it.
 
-    Example:
-        >>> criterion = ProgressiveSelfKnowledgeDistillation(1000, 10, total_epochs=100)
-        >>> for epoch in range(100):  # doctest: +SKIP
+    Example (the batches must carry each example's index in the training set):
+        >>> import torch
+        >>> from regzoo.data import TensorBatches
+        >>> x, y = torch.randn(64, 5), torch.randint(0, 3, (64,))
+        >>> model = torch.nn.Linear(5, 3)
+        >>> optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        >>> criterion = ProgressiveSelfKnowledgeDistillation(64, 3, total_epochs=4)
+        >>> batches = TensorBatches(x, y, batch_size=16)
+        >>> for epoch in range(4):
         ...     criterion.set_epoch(epoch)
-        ...     for x, y, index in loader:
-        ...         loss = criterion(model(x), y, index)
+        ...     batches.set_epoch(epoch)
+        ...     for xb, yb, index in batches:
+        ...         loss = criterion(model(xb), yb, index)
+        ...         optimizer.zero_grad(); loss.backward(); optimizer.step()
+        >>> round(criterion.alpha, 2)  # α_t = α_T (t + 1) / T at the last epoch
+        0.8
     """
 
     predictions: torch.Tensor

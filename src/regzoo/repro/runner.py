@@ -45,6 +45,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from regzoo.core.progress import progress_disabled
 from regzoo.registry import card, results_dir
 from regzoo.repro import provenance
 from regzoo.repro.claims import MIN_SEEDS, Claim
@@ -52,7 +53,6 @@ from regzoo.repro.config import ReproConfig
 from regzoo.repro.protocol import Reproduction, Unit, UnitEnv, UnitResult
 from regzoo.train.checkpoint import atomic_write_bytes
 from regzoo.train.distributed import DistributedContext, init_distributed, local_only
-from regzoo.train.loop import progress_disabled
 
 SCHEMA_VERSION = 1
 logger = logging.getLogger(__name__)

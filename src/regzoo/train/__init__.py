@@ -1,6 +1,6 @@
 """The reference training loop, checkpoints, seeding, timing and torchrun helpers (design.md §5)."""
 
-from regzoo.train.checkpoint import load_checkpoint, save_checkpoint
+from regzoo.train.checkpoint import UnsafeCheckpointError, load_checkpoint, save_checkpoint
 from regzoo.train.distributed import DistributedContext, all_gather_cat, init_distributed
 from regzoo.train.loop import History, fit
 from regzoo.train.seeding import seed_everything
@@ -14,6 +14,7 @@ from regzoo.train.timing import (
 __all__ = [
     "DistributedContext",
     "History",
+    "UnsafeCheckpointError",
     "all_gather_cat",
     "criterion_differences",
     "fit",

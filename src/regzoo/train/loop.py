@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from regzoo.core.checks import check_positive_int
 from regzoo.core.compose import LossBreakdown
+from regzoo.core.progress import progress_disabled
 from regzoo.train.checkpoint import load_checkpoint, save_checkpoint
 from regzoo.train.distributed import (
     DistributedContext,
@@ -78,6 +79,7 @@ def fit(
     after_backward: Callable[[nn.Module], None] | None = None,
     after_step: Callable[[], None] | None = None,
     on_epoch_end: Callable[[int], None] | None = None,
+    stop: Callable[[], bool] | None = None,
     checkpoint_path: str | os.PathLike[str] | None = None,
     checkpoint_every: int = 1,
     resume: bool = False,
@@ -102,6 +104,10 @@ def fit(
             (a criterion with per-example memory, an EMA model...).
         on_epoch_start, after_backward, after_step, on_epoch_end: hooks (``set_epoch`` of a
             criterion, a gradient edit before the optimiser step, an EMA update after it...).
+        stop: asked after every epoch (and before a resumed run's first): ``True`` ends training
+            there, after that epoch's checkpoint is written (early stopping; it must answer
+            the same on every rank, and read state saved through ``state`` so a resumed run
+            stops where the first did).
         checkpoint_path: where to write checkpoints; ``None`` writes none.
         checkpoint_every: epochs between checkpoints (the last epoch is always saved).
         resume: continue from ``checkpoint_path`` if it exists.
@@ -144,6 +150,8 @@ def fit(
                mininterval=1.0, leave=False, dynamic_ncols=True)
     global_step = start_epoch * _safe_len(batches)
     for epoch in bar:
+        if epoch == start_epoch and start_epoch > 0 and stop is not None and stop():
+            break
         started = time.perf_counter()
         if hasattr(batches, "set_epoch"):
             batches.set_epoch(epoch)
@@ -192,19 +200,15 @@ def fit(
                         refresh=False)
         if log is not None and context.is_main:
             log(record)
+        stopping = stop is not None and stop()
         if checkpoint_path is not None and (
-            (epoch + 1) % checkpoint_every == 0 or epoch + 1 == epochs
+            (epoch + 1) % checkpoint_every == 0 or epoch + 1 == epochs or stopping
         ):
             _save(checkpoint_path, trained, optimizer, scheduler, state, history, epoch, context)
+        if stopping:
+            break
     bar.close()
     return history
-
-
-def progress_disabled(progress: bool | None, is_main: bool) -> bool | None:
-    """The ``disable`` argument of tqdm: off on other ranks, auto (``None``) by default."""
-    if not is_main:
-        return True
-    return None if progress is None else not progress
 
 
 def _safe_len(batches: Iterable[Any]) -> int:

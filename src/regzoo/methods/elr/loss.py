@@ -93,10 +93,18 @@ class EarlyLearningRegularization(nn.Module):
     saved by ``state_dict()``. It is updated on every call in training mode; call ``.eval()``
     on the criterion to evaluate the loss without touching it.
 
-    Example:
-        >>> criterion = EarlyLearningRegularization(num_examples=1000, num_classes=10)
-        >>> for x, y, index in loader:  # doctest: +SKIP
-        ...     loss = criterion(model(x), y, index)
+    Example (the batches must carry each example's index in the training set):
+        >>> import torch
+        >>> from regzoo.data import TensorBatches
+        >>> x, y = torch.randn(64, 5), torch.randint(0, 3, (64,))
+        >>> model = torch.nn.Linear(5, 3)
+        >>> optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        >>> criterion = EarlyLearningRegularization(num_examples=64, num_classes=3)
+        >>> for xb, yb, index in TensorBatches(x, y, batch_size=16):
+        ...     loss = criterion(model(xb), yb, index)
+        ...     optimizer.zero_grad(); loss.backward(); optimizer.step()
+        >>> bool((criterion.targets.sum(1) > 0).all())  # every example has a running target
+        True
     """
 
     targets: torch.Tensor

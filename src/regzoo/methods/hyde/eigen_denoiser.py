@@ -19,6 +19,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from regzoo.core.progress import progress_bar
+
 EigenDenoiser = Callable[[np.ndarray, float], np.ndarray]
 """``denoiser(image, sigma) -> image`` on a 2-D float64 image in [0, 1] with noise std sigma."""
 
@@ -40,11 +42,17 @@ def bm3d_denoiser() -> EigenDenoiser:
 
 
 def denoise_eigen_images(z: torch.Tensor, sigmas: torch.Tensor, rows: int, cols: int,
-                         denoiser: EigenDenoiser | None) -> torch.Tensor:
-    """Denoise every row of ``z`` (k × rows·cols) as an image with noise std ``sigmas[i]``."""
+                         denoiser: EigenDenoiser | None, progress: bool | None = False
+                         ) -> torch.Tensor:
+    """Denoise every row of ``z`` (k × rows·cols) as an image with noise std ``sigmas[i]``.
+
+    ``progress`` shows a bar over the eigen-images (:mod:`regzoo.core.progress`): BM3D takes
+    about 0.4 s per 32² image and 1.5 s per 64² image on one CPU core.
+    """
     run = denoiser if denoiser is not None else bm3d_denoiser()
     out = torch.empty_like(z)
-    for i in range(z.shape[0]):
+    for i in progress_bar(range(z.shape[0]), desc="eigen-images", progress=progress,
+                          unit="image"):
         image = z[i].detach().cpu().numpy().astype(np.float64)
         low, high = float(image.min()), float(image.max())
         scale = max(high - low, 1e-30)

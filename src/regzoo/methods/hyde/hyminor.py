@@ -21,12 +21,14 @@ import torch
 
 from regzoo.core.arrays import ArrayLike, restore
 from regzoo.core.checks import check_positive_int, check_range
+from regzoo.core.progress import progress_bar
 from regzoo.methods.hyde.hyres import hyres
 from regzoo.methods.hyde.lowlevel import DenoiseResult, check_cube, finish, soft_threshold
 
 
 def hyminor(cube: ArrayLike, *, lam: float = 10.0, iterations: int = 50, mu1: float = 0.5,
-            mu2: float = 0.5, full_output: bool = False, **hyres_options: object
+            mu2: float = 0.5, full_output: bool = False, progress: bool | None = None,
+            **hyres_options: object
             ) -> ArrayLike | DenoiseResult:
     """Denoise ``cube`` (rows×cols×bands, values ≈ [0, 1]) with HyMiNoR; same type out.
 
@@ -35,6 +37,7 @@ def hyminor(cube: ArrayLike, *, lam: float = 10.0, iterations: int = 50, mu1: fl
         iterations: ADMM iterations (official: 50).
         mu1, mu2: ADMM penalty parameters (official: 0.5, 0.5).
         full_output: return a :class:`DenoiseResult` with the ADMM history.
+        progress: a bar over the ADMM iterations (``None``: only on a terminal).
         **hyres_options: passed to :func:`hyres` for step 1.
     """
     y, kind = check_cube(cube)
@@ -51,7 +54,7 @@ def hyminor(cube: ArrayLike, *, lam: float = 10.0, iterations: int = 50, mu1: fl
     v2 = torch.zeros(h.shape[0], bands - 1, dtype=y.dtype, device=y.device)
     b1, b2 = torch.zeros_like(v1), torch.zeros_like(v2)
     history = []
-    for _ in range(iterations):
+    for _ in progress_bar(range(iterations), desc="hyminor ADMM", progress=progress):
         x = (mu1 * (h - v1 + b1) + mu2 * (v2 - b2) @ d) @ system_inverse
         v1 = soft_threshold(h - x + b1, 1.0 / mu1)
         dx = x @ d.T

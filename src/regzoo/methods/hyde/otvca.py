@@ -21,6 +21,7 @@ import torch
 
 from regzoo.core.arrays import ArrayLike, restore
 from regzoo.core.checks import check_positive_int, check_range
+from regzoo.core.progress import progress_bar
 from regzoo.methods.hyde.lowlevel import DenoiseResult, check_cube, finish, procrustes
 from regzoo.methods.hyde.tv import total_variation, tv_denoise
 
@@ -34,7 +35,8 @@ def otvca_objective(y: torch.Tensor, features: torch.Tensor, v: torch.Tensor, la
 
 
 def otvca(cube: ArrayLike, features: int, *, lam: float = 0.01, num_iter: int = 10,
-          tv_iter: int = 200, full_output: bool = False) -> ArrayLike | DenoiseResult:
+          tv_iter: int = 200, full_output: bool = False, progress: bool | None = None
+          ) -> ArrayLike | DenoiseResult:
     """Denoise ``cube`` (rows×cols×bands) with OTVCA and ``features`` components; same type out.
 
     Args:
@@ -44,6 +46,7 @@ def otvca(cube: ArrayLike, features: int, *, lam: float = 0.01, num_iter: int = 
         tv_iter: FGP iterations per TV subproblem.
         full_output: return a :class:`DenoiseResult` whose ``history`` records the objective
             and ‖VᵀV − I‖ after every iteration.
+        progress: a bar over the iterations (``None``: only on a terminal).
     """
     y, kind = check_cube(cube)
     rows, cols, bands = y.shape
@@ -57,7 +60,7 @@ def otvca(cube: ArrayLike, features: int, *, lam: float = 0.01, num_iter: int = 
     v = torch.linalg.svd(flat, full_matrices=False).Vh[:features].T
     eye = torch.eye(features, dtype=y.dtype, device=y.device)
     history = []
-    for _ in range(num_iter):
+    for _ in progress_bar(range(num_iter), desc="otvca", progress=progress):
         projected = (flat @ v).T.reshape(features, rows, cols)
         f = tv_denoise(projected, lam, n_iter=tv_iter).reshape(features, -1).T
         v = procrustes(flat.T @ f)

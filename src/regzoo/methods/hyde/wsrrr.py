@@ -25,6 +25,7 @@ import torch
 
 from regzoo.core.arrays import ArrayLike, restore
 from regzoo.core.checks import check_positive_int, check_range
+from regzoo.core.progress import progress_bar
 from regzoo.methods.hyde.lowlevel import (
     DenoiseResult,
     check_cube,
@@ -38,7 +39,8 @@ from regzoo.methods.hyde.wavelets import Wavelet2D
 
 def wsrrr(cube: ArrayLike, rank: int, *, wavelet: str = "db5", levels: int = 3,
           max_iter: int = 200, tol: float = 1e-6, threshold_search: str = "grid",
-          full_output: bool = False) -> ArrayLike | DenoiseResult:
+          full_output: bool = False, progress: bool | None = None
+          ) -> ArrayLike | DenoiseResult:
     """Denoise ``cube`` (rows×cols×bands) with WSRRR at the given ``rank``; same type out.
 
     Args:
@@ -47,6 +49,7 @@ def wsrrr(cube: ArrayLike, rank: int, *, wavelet: str = "db5", levels: int = 3,
         max_iter, tol: cyclic-descent budget and stop rule (‖V_k − V_{k−1}‖_F < tol).
         threshold_search: the official ``"grid"`` or the ``"exact"`` SURE minimiser.
         full_output: return a :class:`DenoiseResult` (components, basis V, history).
+        progress: a bar over the iterations (``None``: only on a terminal).
     """
     y, kind = check_cube(cube)
     rows, cols, bands = y.shape
@@ -69,7 +72,7 @@ def wsrrr(cube: ArrayLike, rank: int, *, wavelet: str = "db5", levels: int = 3,
             thresholds[g, i] = sure_threshold(first[g, i], threshold_search)[0]
     history = []
     converged = False
-    for _ in range(max_iter):
+    for _ in progress_bar(range(max_iter), desc="wsrrr", progress=progress):
         x = soft_threshold(w @ v, thresholds)
         v_new = procrustes(w.T @ x)
         change = float(torch.linalg.norm(v_new - v))
