@@ -42,7 +42,24 @@ def _stn(device, checkpoint=None, resume=False, epochs=3, init_seed=0, **config)
     return result, net
 
 
-EXAMPLES = {"stn": (_stn, {"epochs": 0})}
+def _adapt_unlearn(device, checkpoint=None, resume=False, epochs=3, init_seed=0, **config):
+    from regzoo.generative.dcgan import DigitDiscriminator, DigitGenerator
+    from regzoo.methods.adapt_unlearn import AdaptUnlearnConfig, GANStage, adapt_then_unlearn
+
+    g = torch.Generator().manual_seed(0)
+    negatives, positives = torch.rand(6, 64, generator=g), torch.rand(24, 64, generator=g)
+    torch.manual_seed(init_seed)
+    generator, discriminator = DigitGenerator(), DigitDiscriminator()
+    options = {"num_adapted": 2, "adapt": GANStage(steps=2, batch_size=4, steps_per_epoch=1),
+               "unlearn": GANStage(steps=epochs, batch_size=4, steps_per_epoch=1),
+               "ewc_strength": 0.01, **config}
+    result = adapt_then_unlearn(generator, generator, discriminator, negatives.to(device),
+                                positives.to(device), AdaptUnlearnConfig(**options),
+                                latent_dim=32, checkpoint_dir=checkpoint, resume=resume)
+    return result, result.generator
+
+
+EXAMPLES = {"stn": (_stn, {"epochs": 0}), "adapt_unlearn": (_adapt_unlearn, {"num_adapted": 0})}
 """Per slug: the tiny run (``init_seed`` seeds the network's initialisation) and config options
 that are invalid (refused before training)."""
 

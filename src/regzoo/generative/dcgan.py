@@ -81,9 +81,12 @@ class DigitGenerator(nn.Module):
         return self.from_stage(0, z)
 
     def sample(self, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
-        """``n`` images from z ~ N(0, I) drawn with ``generator``, without gradients."""
+        """``n`` images from z ~ N(0, I) drawn with ``generator`` (CPU), without gradients.
+
+        The latents are drawn on the CPU and moved: a seed means the same images on any device.
+        """
         device = next(self.parameters()).device
-        z = torch.randn(n, self.latent_dim, generator=generator, device=device)
+        z = torch.randn(n, self.latent_dim, generator=generator).to(device)
         with torch.no_grad():
             return self(z)
 
