@@ -15,7 +15,7 @@ from regzoo.repro.claims import MIN_SEEDS
 from regzoo.repro.runner import load_reproduction, result_changes
 
 PENDING_RERUN: set[str] = {
-    "ba_lora", "colide", "elr", "hessian_alignment", "holobeam", "hyde", "more_is_better", "pskd",
+    "ba_lora", "colide", "hessian_alignment", "holobeam", "more_is_better", "pskd",
     "rmt", "sara", "soft_equivariance", "sorsa", "sparse_ot", "stn", "weight_compander",
 }
 """Results whose code changed (safe checkpoints, docstring examples, SaRA's targets and step
