@@ -59,7 +59,27 @@ def _adapt_unlearn(device, checkpoint=None, resume=False, epochs=3, init_seed=0,
     return result, result.generator
 
 
-EXAMPLES = {"stn": (_stn, {"epochs": 0}), "adapt_unlearn": (_adapt_unlearn, {"num_adapted": 0})}
+def _gifd(device, checkpoint=None, resume=False, epochs=3, init_seed=0, **config):
+    from regzoo.generative import DigitGenerator
+    from regzoo.methods.gifd import GIFDAttack, GIFDConfig
+
+    torch.manual_seed(0)
+    generator = DigitGenerator(latent_dim=4, widths=(4, 3)).eval().to(device)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3, 2, 1), torch.nn.Sigmoid(),
+                              torch.nn.Flatten(), torch.nn.Linear(48, 5)).eval().to(device)
+    x = generator.sample(1, generator=torch.Generator().manual_seed(1))
+    loss = torch.nn.functional.cross_entropy(net(x), torch.tensor([2], device=device))
+    grads = torch.autograd.grad(loss, net.parameters())
+    # "epochs" = stages searched; init_seed seeds the restarts' starting points.
+    attack = GIFDAttack(net, generator.stages, (4,), config=GIFDConfig(
+        num_stages=epochs, steps=5, restarts=2, **config))
+    result = attack.invert(grads, seed=init_seed, checkpoint_path=checkpoint, resume=resume,
+                           progress=False)
+    return result, torch.nn.ParameterList([torch.nn.Parameter(result.stage_images)])
+
+
+EXAMPLES = {"stn": (_stn, {"epochs": 0}), "adapt_unlearn": (_adapt_unlearn, {"num_adapted": 0}),
+            "gifd": (_gifd, {"radii": -1.0})}
 """Per slug: the tiny run (``init_seed`` seeds the network's initialisation) and config options
 that are invalid (refused before training)."""
 
