@@ -381,8 +381,14 @@ def run_reproduction(
     timing: dict[str, Any] = {}
     env = environment(context.device)
     if context.is_main:
-        with local_only():
-            timing = repro.timing(config, context.device)
+        previous_threads = torch.get_num_threads()
+        if context.device.type == "cpu":
+            torch.set_num_threads(1)  # as the units ran: one thread, the fastest for small models
+        try:
+            with local_only():
+                timing = repro.timing(config, context.device)
+        finally:
+            torch.set_num_threads(previous_threads)
     if provenance.fingerprint(slug, config.as_dict(), repro.unit_axes) != current:
         logger.warning("the source of %s changed while it ran: the result is marked dirty", slug)
         dirty = True
