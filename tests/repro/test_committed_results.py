@@ -15,7 +15,7 @@ from regzoo.repro.claims import MIN_SEEDS
 from regzoo.repro.runner import load_reproduction, result_changes
 
 PENDING_RERUN: set[str] = {
-    "ba_lora", "colide", "hessian_alignment", "holobeam", "more_is_better", "pskd",
+    "ba_lora", "hessian_alignment", "holobeam", "more_is_better", "pskd",
     "sara", "soft_equivariance", "sparse_ot", }
 """Results whose code changed (safe checkpoints, docstring examples, SaRA's targets and step
 order, STN's recipe); each leaves with its re-run."""
