@@ -15,8 +15,7 @@ from regzoo.repro.claims import MIN_SEEDS
 from regzoo.repro.runner import load_reproduction, result_changes
 
 PENDING_RERUN: set[str] = {
-    "ba_lora", "hessian_alignment", "holobeam", "more_is_better", "pskd",
-    "sara", "soft_equivariance", "sparse_ot", }
+    "sara", }
 """Results whose code changed (safe checkpoints, docstring examples, SaRA's targets and step
 order, STN's recipe); each leaves with its re-run."""
 
