@@ -182,7 +182,10 @@ def _classification(seed: int = 0, n: int = 32):
     return x, y
 
 
-def _stn_run(tmp_path=None, epochs=3, resume=False, **config):
+def _run(epochs=6, *, val_loss=None, evaluate=None, checkpoint=None, resume=False,
+         checkpoint_every=1, **config):
+    """A two-rate STN on a small task with any ``fit_stn`` option: 2 training batches per epoch
+    (one hyper step per tuned epoch), 2 validation batches of 8."""
     torch.manual_seed(0)
     x, y = _classification()
     space = HyperparameterSpace({"d1": Hyperparameter(0.05, 0.0, 0.9),
@@ -191,10 +194,15 @@ def _stn_run(tmp_path=None, epochs=3, resume=False, **config):
     options = {"warmup_epochs": 1, "hyper_lr": 0.1, **config}
     result = fit_stn(net, space, TensorBatches(x[:16], y[:16], 8, seed=0),
                      TensorBatches(x[16:], y[16:], 8, seed=1),
-                     config=STNConfig(epochs=epochs, **options),
-                     checkpoint_path=None if tmp_path is None else str(tmp_path / "stn.pt"),
-                     resume=resume, progress=False)
+                     config=STNConfig(epochs=epochs, **options), val_loss=val_loss,
+                     evaluate=evaluate, checkpoint_path=checkpoint, resume=resume,
+                     checkpoint_every=checkpoint_every, progress=False)
     return result, net
+
+
+def _stn_run(tmp_path=None, epochs=3, resume=False, **config):
+    return _run(epochs, checkpoint=None if tmp_path is None else str(tmp_path / "stn.pt"),
+                resume=resume, **config)
 
 
 def test_hyper_steps_follow_the_cycle_and_warm_up():
@@ -240,24 +248,6 @@ def test_tuned_network_uses_the_current_hyperparameters_without_dropout():
 
 
 # --- validation stream and the official recipe ------------------------------------------------
-
-
-def _run(epochs=6, *, val_loss=None, evaluate=None, checkpoint=None, resume=False,
-         checkpoint_every=1, **config):
-    """``_stn_run``'s task with any ``fit_stn`` option: 2 training batches per epoch (one hyper
-    step per tuned epoch), 2 validation batches of 8."""
-    torch.manual_seed(0)
-    x, y = _classification()
-    space = HyperparameterSpace({"d1": Hyperparameter(0.05, 0.0, 0.9),
-                                 "d2": Hyperparameter(0.05, 0.0, 0.9)})
-    net = HyperMLP(6, 3, (8, 8), ("d1", "d2"), hyper_dim=2)
-    options = {"warmup_epochs": 1, "hyper_lr": 0.1, **config}
-    result = fit_stn(net, space, TensorBatches(x[:16], y[:16], 8, seed=0),
-                     TensorBatches(x[16:], y[16:], 8, seed=1),
-                     config=STNConfig(epochs=epochs, **options), val_loss=val_loss,
-                     evaluate=evaluate, checkpoint_path=checkpoint, resume=resume,
-                     checkpoint_every=checkpoint_every, progress=False)
-    return result, net
 
 
 def _recording(used):
