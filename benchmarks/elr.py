@@ -15,6 +15,12 @@ Arms of the step timing, on the same model, batch and optimiser:
   not pip-installable. Before any timing, both ELR arms are checked to compute the same loss,
   gradient and memory on the same inputs.
 
+Also: the target memory's size in float32 and bfloat16 (``memory_dtype``) with the step time of
+each, and the cost of finding label issues, ELR's ``label_issues`` (one pass over the memory)
+against cleanlab's ``find_label_issues`` on a probability matrix of the same size (cleanlab
+also needs the out-of-fold probabilities, K extra trainings, not counted here; skipped without
+cleanlab: ``pip install 'regzoo[peers]'``).
+
 Run: ``python benchmarks/elr.py [--quick]`` or ``regzoo bench elr [--quick]``.
 """
 
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Callable
 
 import torch
@@ -106,6 +113,35 @@ def make_epoch(model: nn.Module, optimizer: torch.optim.Optimizer,
     return epoch
 
 
+def print_label_issue_cost(quick: bool) -> None:
+    """Seconds to flag label issues from an N × C memory (ELR) and from N × C probabilities
+    (cleanlab's ``find_label_issues``, its defaults, one job)."""
+    try:
+        from cleanlab.filter import find_label_issues
+    except ImportError:
+        print("\ncleanlab is not installed: the label-issue row is skipped "
+              "(pip install 'regzoo[peers]')")
+        return
+    size, classes = (5_000, 10) if quick else (50_000, 100)
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, classes, (size,), generator=generator)
+    logits = torch.randn(size, classes, generator=generator)
+    logits[torch.arange(size), labels] += 4.0
+    probs = logits.softmax(dim=1)
+    criterion = EarlyLearningRegularization(size, classes)
+    criterion.targets.copy_(probs)
+    start = time.perf_counter()
+    criterion.label_issues(labels)
+    ours = time.perf_counter() - start
+    start = time.perf_counter()
+    find_label_issues(labels.numpy(), probs.double().numpy(), n_jobs=1)
+    theirs = time.perf_counter() - start
+    print(f"\n## Label issues from N = {size:,}, C = {classes}\n")
+    print("| ELR label_issues s | cleanlab find_label_issues s | cleanlab / ELR |")
+    print("|---:|---:|---:|")
+    print(f"| {ours:.4f} | {theirs:.3f} | {theirs / ours:.0f} |")
+
+
 def build(name: str, num_features: int, num_classes: int) -> nn.Module:
     torch.manual_seed(0)
     return MLP(num_features, num_classes, hidden=(256, 256)) if name == "MLP" else CNN(
@@ -169,16 +205,26 @@ def main(argv: list[str] | None = None) -> int:
               f"{s['elr'] / s['ce']:.3f} |")
 
     # Memory of the target buffer: numel * element_size of the registered buffer.
-    print("\n## Target buffer (float32, N × C; the only state ELR adds)\n")
-    print("| data | N | C | buffer bytes | MB | MLP parameter bytes |")
+    print("\n## Target buffer (N × C; the only state ELR adds), float32 and bfloat16\n")
+    print("| data | N | C | float32 MB | bfloat16 MB | MLP parameter MB |")
     print("|---|---:|---:|---:|---:|---:|")
     mlp_bytes = sum(p.numel() * p.element_size()
                     for p in MLP(data.num_features, c, hidden=(256, 256)).parameters())
-    for label, size, classes in (("digits train split", n, c), ("CIFAR-100-sized", 50_000, 100)):
-        buffer = EarlyLearningRegularization(size, classes).targets
-        nbytes = buffer.numel() * buffer.element_size()
-        print(f"| {label} | {size} | {classes} | {nbytes:,} | {nbytes / 1e6:.2f} | "
-              f"{mlp_bytes:,} |")
+    sizes = (("digits train split", n, c), ("CIFAR-100-sized", 50_000, 100),
+             ("ImageNet-1k-sized", 1_281_167, 1000))
+    for label, size, classes in sizes:
+        full = size * classes * 4
+        print(f"| {label} | {size:,} | {classes} | {full / 1e6:,.2f} | {full / 2e6:,.2f} | "
+              f"{mlp_bytes / 1e6:.2f} |")
+    index = perm[:64].clone()
+    model = build("MLP", data.num_features, c)
+    arms = {"float32": EarlyLearningRegularization(n, c),
+            "bfloat16": EarlyLearningRegularization(n, c, memory_dtype=torch.bfloat16)}
+    s = time_criteria(model, arms, data.x_train[index], data.y_train[index], index,
+                      repeats=5 if args.quick else 60, inner=3 if args.quick else 10, warmup=3)
+    print(f"\nMLP step, batch 64: bfloat16 memory / float32 memory = "
+          f"{s['bfloat16'] / s['float32']:.3f}")
+    print_label_issue_cost(args.quick)
     return 0
 
 

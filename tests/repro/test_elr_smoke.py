@@ -22,11 +22,16 @@ def test_tiny_run_writes_valid_artefacts(tiny_run):
     for name in ("result.md", "elr.png", "done", "config.json", "progress.jsonl"):
         assert (out / name).is_file(), name
     arms = set(result["metrics"]["aggregate"]["sym40"])
-    assert arms == {"ce", "elr", "elr_plus", "elr_wc", "ce_oracle_stop"}
+    assert arms == {"ce", "elr", "elr_plus", "elr_wc", "elr_bf16", "cleanlab", "ce_oracle_stop"}
     assert result["claim"]["verdict"] == "inconclusive"  # one seed cannot decide
+    (label_issues,) = result["secondary_claims"]
+    assert (label_issues["method"], label_issues["baseline"]) == ("elr", "cleanlab")
+    for arm in ("elr", "elr_bf16", "elr_wc", "cleanlab"):
+        assert 0 <= result["metrics"]["aggregate"]["sym40"][arm]["label_issue_f1"]["mean"] <= 1
     assert result["timing"]["elr_over_ce"] > 0
     lines = (out / "progress.jsonl").read_text().splitlines()
-    assert len(lines) == 4 * ELRReproConfig.tiny().epochs
+    # One logged training per arm: cleanlab's out-of-fold trainings are not logged.
+    assert len(lines) == 6 * ELRReproConfig.tiny().epochs
 
 
 def test_resume_reuses_finished_units_and_refuses_another_config(tiny_run):

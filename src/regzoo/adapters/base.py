@@ -126,15 +126,17 @@ def _select(model: nn.Module, entries: Sequence[str] | str, argument: str
     return list(chosen.items())
 
 
-def find_targets(model: nn.Module, target_modules: Sequence[str] | str | None = None
-                 ) -> list[tuple[str, nn.Module]]:
-    """The linear layers to adapt, as (qualified name, module), in model order.
+def select_layers(model: nn.Module, target_modules: Sequence[str] | str | None, *,
+                  accepts: Callable[[nn.Module], bool], kinds: str,
+                  refusal: Callable[[str, nn.Module], str]) -> list[tuple[str, nn.Module]]:
+    """The layers ``accepts`` takes, as (qualified name, module), in model order.
 
-    ``None`` selects every linear-like layer. Otherwise each entry selects, peft-style, the
-    modules whose qualified name equals it, ends with ``"." + entry``, or matches it as a glob;
-    an entry matching nothing is a ``ValueError`` listing the names, a module named explicitly
-    that is not linear a ``TypeError``. A glob keeps the linear layers it matches; naming a
-    block that contains linear layers selects none of them (name the layers).
+    ``None`` selects every accepted layer not inside an adapter. Otherwise each entry selects,
+    peft-style, the modules whose qualified name equals it, ends with ``"." + entry``, or matches
+    it as a glob; an entry matching nothing is a ``ValueError`` listing the names, a module named
+    explicitly that is not accepted and contains no accepted layer a ``TypeError`` with
+    ``refusal(name, module)``, a module that already carries an adapter a ``ValueError``. A glob
+    keeps the accepted layers it matches. ``kinds`` names the accepted layers in messages.
     """
     wrapped = [name for name, m in model.named_modules() if isinstance(m, AdapterLayer)]
 
@@ -142,14 +144,14 @@ def find_targets(model: nn.Module, target_modules: Sequence[str] | str | None = 
         return any(name.startswith(w + ".") for w in wrapped)
 
     if target_modules is None:
-        targets = [(name, m) for name, m in model.named_modules()
-                   if name and is_linear_like(m) and not inside_adapter(name)]
-        if not targets:
-            raise ValueError("target_modules=None selects every linear layer without an adapter, "
-                             "and the model has none; pass the names of its linear layers")
-        return targets
+        found = [(name, m) for name, m in model.named_modules()
+                 if name and accepts(m) and not inside_adapter(name)]
+        if not found:
+            raise ValueError(f"target_modules=None selects every layer without an adapter among "
+                             f"the {kinds}, and the model has none; pass module names")
+        return found
     if not isinstance(target_modules, str) and not target_modules:
-        raise ValueError("target_modules is empty; pass None for every linear layer")
+        raise ValueError(f"target_modules is empty; pass None for every one of the {kinds}")
     entries = (target_modules,) if isinstance(target_modules, str) else tuple(target_modules)
     targets: dict[str, nn.Module] = {}
     for entry in entries:
@@ -160,15 +162,29 @@ def find_targets(model: nn.Module, target_modules: Sequence[str] | str | None = 
                                  "remove() it first")
             if inside_adapter(name):
                 continue
-            if is_linear_like(module):
+            if accepts(module):
                 targets[name] = module
-            elif not is_glob and not any(is_linear_like(m) for m in module.modules()):
-                raise TypeError(f"target_modules: {name!r} is a {type(module).__name__}, not a "
-                                "linear layer; adapters wrap nn.Linear (or transformers' Conv1D)")
+            elif not is_glob and not any(accepts(m) for m in module.modules()):
+                raise TypeError(refusal(name, module))
     if not targets:
-        raise ValueError(f"target_modules={target_modules!r} selects no linear layer")
+        raise ValueError(f"target_modules={target_modules!r} selects none of the {kinds}")
     order = [name for name, _ in model.named_modules()]
     return sorted(targets.items(), key=lambda item: order.index(item[0]))
+
+
+def find_targets(model: nn.Module, target_modules: Sequence[str] | str | None = None
+                 ) -> list[tuple[str, nn.Module]]:
+    """The linear layers to adapt, as (qualified name, module), in model order.
+
+    Names resolve as in :func:`select_layers` (exact, ``.``-suffix, glob; ``None``: every
+    linear-like layer). Naming a block that contains linear layers selects none of them (name
+    the layers).
+    """
+    return select_layers(
+        model, target_modules, accepts=is_linear_like, kinds="linear layers",
+        refusal=lambda name, module: (
+            f"target_modules: {name!r} is a {type(module).__name__}, not a linear layer; "
+            "adapters wrap nn.Linear (or transformers' Conv1D)"))
 
 
 def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:

@@ -16,6 +16,14 @@ with s = alpha / r (1 when ``alpha`` is None). The initialisations:
 
 The SVD runs in float64 for float64 weights and in float32 otherwise; adapter parameters of a
 half-precision base are kept in float32 (peft does the same), so small updates are not lost.
+
+``init_svd="full"`` (default) is the exact thin SVD, O(out·in·min(out, in)) per layer. On large
+layers ``init_svd="lowrank"`` is peft's ``init_lora_weights="pissa_niter_N"``: a randomised range
+finder with ``svd_niter`` subspace iterations (Halko, Martinsson, Tropp 2011, Alg. 4.4) on a
+Gaussian sketch of r columns, as peft's ``torch.svd_lowrank(W, q=r, niter=N)``, costing
+O(out·in·r·(2·niter + 1)). Its sketch is drawn from the global CPU generator and then moved,
+so a seed gives the same factors on any device. The top-r factors are then approximate; the
+frozen residual is computed from them, so the adapted layer still starts equal to the base.
 """
 
 from __future__ import annotations
@@ -31,15 +39,40 @@ from regzoo.adapters.base import AdapterHandle, AdapterLayer, find_targets, wrap
 from regzoo.core.checks import check_choice, check_positive_int, check_range
 
 INITS = ("lora", "pissa", "sorsa")
+SVDS = ("full", "lowrank")
+
+
+def principal_svd(weight: torch.Tensor, rank: int, *, svd: str = "full", niter: int = 4
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The top-``rank`` singular triplets (U_r, Σ_r, V_rᵀ) of ``weight``, exact or randomised.
+
+    ``svd="lowrank"``: Y = W Ω with Ω ∈ R^{in×r} standard normal (drawn on the CPU), then
+    ``niter`` rounds of Q ← qr(W qr(Wᵀ Q)), and the SVD of the small r × in matrix Qᵀ W
+    (module docstring).
+    """
+    check_choice("svd", svd, SVDS)
+    if svd == "full":
+        U, sigma, Vh = torch.linalg.svd(weight, full_matrices=False)
+        return U[:, :rank], sigma[:rank], Vh[:rank]
+    check_positive_int("niter", niter, minimum=0)
+    sketch = torch.randn(weight.shape[1], rank, dtype=weight.dtype).to(weight.device)
+    Q = torch.linalg.qr(weight @ sketch).Q
+    for _ in range(niter):
+        Q = torch.linalg.qr(weight @ torch.linalg.qr(weight.t() @ Q).Q).Q
+    U_small, sigma, Vh = torch.linalg.svd(Q.t() @ weight, full_matrices=False)
+    return Q @ U_small, sigma, Vh
 
 
 class LowRankLinear(AdapterLayer):
     """One linear layer with a rank-``rank`` trainable part (see the module docstring)."""
 
     def __init__(self, base: nn.Module, rank: int, *, init: str = "lora",
-                 alpha: float | None = None, dropout: float = 0.0) -> None:
+                 alpha: float | None = None, dropout: float = 0.0, init_svd: str = "full",
+                 svd_niter: int = 4) -> None:
         super().__init__(base)
         check_choice("init", init, INITS)
+        check_choice("init_svd", init_svd, SVDS)
+        check_positive_int("svd_niter", svd_niter, minimum=0)
         limit = min(self.in_features, self.out_features)
         check_positive_int("rank", rank)
         if rank > limit:
@@ -60,20 +93,19 @@ class LowRankLinear(AdapterLayer):
         if init == "lora":
             nn.init.kaiming_uniform_(self.A, a=math.sqrt(5))
         else:
-            self._init_from_svd(weight.detach().to(dtype))
+            self._init_from_svd(weight.detach().to(dtype), init_svd, svd_niter)
 
-    def _init_from_svd(self, weight: torch.Tensor) -> None:
-        U, sigma, Vh = torch.linalg.svd(weight, full_matrices=False)
-        r = self.rank
+    def _init_from_svd(self, weight: torch.Tensor, init_svd: str, svd_niter: int) -> None:
+        U, sigma, Vh = principal_svd(weight, self.rank, svd=init_svd, niter=svd_niter)
         with torch.no_grad():
             if self.init == "pissa":
-                root = torch.sqrt(sigma[:r] / self.scale)
-                self.A.copy_(root[:, None] * Vh[:r])
-                self.B.copy_(U[:, :r] * root)
+                root = torch.sqrt(sigma / self.scale)
+                self.A.copy_(root[:, None] * Vh)
+                self.B.copy_(U * root)
             else:
-                self.A.copy_(Vh[:r])
-                self.B.copy_(U[:, :r])
-                self.S = nn.Parameter(sigma[:r].clone())
+                self.A.copy_(Vh)
+                self.B.copy_(U)
+                self.S = nn.Parameter(sigma.clone())
             self.set_weight_matrix(weight - self.delta_weight())
 
     def singular_values(self) -> torch.Tensor:
@@ -142,6 +174,7 @@ def low_rank_targets(model: nn.Module, target_modules: Sequence[str] | str | Non
 def apply_low_rank(model: nn.Module, *, target_modules: Sequence[str] | str | None = None,
                    rank: int = 8, init: str = "lora", alpha: float | None = None,
                    dropout: float = 0.0, modules_to_save: Sequence[str] | str = (),
+                   init_svd: str = "full", svd_niter: int = 4,
                    handle_cls: type[LowRankHandle] = LowRankHandle, **handle_kwargs
                    ) -> LowRankHandle:
     """Wrap the target linear layers of ``model`` in place with :class:`LowRankLinear`.
@@ -156,14 +189,21 @@ def apply_low_rank(model: nn.Module, *, target_modules: Sequence[str] | str | No
         alpha: the scale is alpha / rank; None gives scale 1.
         dropout: dropout on the adapter's input (LoRA's ``lora_dropout``).
         modules_to_save: modules trained in full alongside (a new classifier head, say).
+        init_svd: ``"full"`` (exact) or ``"lowrank"`` (randomised, peft's ``pissa_niter_N``)
+            for the PiSSA and SORSA initialisations; ignored by LoRA.
+        svd_niter: subspace iterations of ``init_svd="lowrank"`` (default 4, the PiSSA
+            authors' ``pissa_niter_4``).
         handle_cls, handle_kwargs: a method's handle subclass and its options.
 
     Returns:
         The handle: ``trainable_parameters()``, ``merge()``, ``unmerge()``, ``remove()``,
         ``factors()``, ``adapter_state_dict()``.
     """
+    check_choice("init_svd", init_svd, SVDS)
+    check_positive_int("svd_niter", svd_niter, minimum=0)
     targets = low_rank_targets(model, target_modules, rank)
     return wrap(model, targets,
                 lambda _name, module: LowRankLinear(module, rank, init=init, alpha=alpha,
-                                                    dropout=dropout),
+                                                    dropout=dropout, init_svd=init_svd,
+                                                    svd_niter=svd_niter),
                 modules_to_save=modules_to_save, handle_cls=handle_cls, **handle_kwargs)

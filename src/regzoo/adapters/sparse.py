@@ -48,9 +48,9 @@ from torch import nn
 from regzoo.adapters.base import (
     AdapterHandle,
     AdapterLayer,
-    _select,
     is_linear_like,
     is_transposed_linear,
+    select_layers,
     wrap,
 )
 from regzoo.core.checks import check_choice, check_range
@@ -95,7 +95,7 @@ def find_sparse_targets(model: nn.Module, target_modules: Sequence[str] | str | 
                         ) -> list[tuple[str, nn.Module, tuple[str, ...]]]:
     """The layers a sparse update covers, as (name, module, :func:`covered_tensors`), in order.
 
-    Names resolve as in :func:`regzoo.adapters.base.find_targets` (exact, ``.``-suffix, glob;
+    Names resolve as in :func:`regzoo.adapters.base.select_layers` (exact, ``.``-suffix, glob;
     ``None``: every covered layer not already adapted), over linear layers, convolutions (unless
     ``include_convolutions=False``) and, with ``include_biases_and_norms``, normalisation layers.
     """
@@ -105,41 +105,13 @@ def find_sparse_targets(model: nn.Module, target_modules: Sequence[str] | str | 
 
     kinds = "linear layers" + (", convolutions" if include_convolutions else "") + (
         ", normalisation layers" if include_biases_and_norms else "")
-    wrapped = [name for name, m in model.named_modules() if isinstance(m, AdapterLayer)]
-
-    def inside_adapter(name: str) -> bool:
-        return any(name.startswith(w + ".") for w in wrapped)
-
-    if target_modules is None:
-        found = [(name, m, covered(m)) for name, m in model.named_modules()
-                 if name and covered(m) and not inside_adapter(name)]
-        if not found:
-            raise ValueError(f"target_modules=None selects every layer without an adapter among "
-                             f"the {kinds}, and the model has none; pass module names")
-        return found
-    if not isinstance(target_modules, str) and not target_modules:
-        raise ValueError("target_modules is empty; pass None for every covered layer")
-    entries = (target_modules,) if isinstance(target_modules, str) else tuple(target_modules)
-    targets: dict[str, nn.Module] = {}
-    for entry in entries:
-        is_glob = any(ch in entry for ch in "*?[")
-        for name, module in _select(model, entry, "target_modules"):
-            if isinstance(module, AdapterLayer):
-                raise ValueError(f"target_modules: {name!r} already carries an adapter; "
-                                 "remove() it first")
-            if inside_adapter(name):
-                continue
-            if covered(module):
-                targets[name] = module
-            elif not is_glob and not any(covered(m) for m in module.modules()):
-                raise TypeError(f"target_modules: {name!r} is a {type(module).__name__}; a sparse "
-                                f"update covers {kinds} (convolutions: include_convolutions="
-                                "True; norms and biases: include_biases_and_norms=True)")
-    if not targets:
-        raise ValueError(f"target_modules={target_modules!r} selects none of the {kinds}")
-    order = [name for name, _ in model.named_modules()]
-    return [(name, targets[name], covered(targets[name]))
-            for name in sorted(targets, key=order.index)]
+    found = select_layers(
+        model, target_modules, accepts=lambda module: bool(covered(module)), kinds=kinds,
+        refusal=lambda name, module: (
+            f"target_modules: {name!r} is a {type(module).__name__}; a sparse update covers "
+            f"{kinds} (convolutions: include_convolutions=True; norms and biases: "
+            "include_biases_and_norms=True)"))
+    return [(name, module, covered(module)) for name, module in found]
 
 
 def selection_count(numel: int, fraction: float) -> int:

@@ -243,7 +243,8 @@ class BALoRA(LowRankHandle):
               task: str = "nlu", weights: Sequence[float] = PAPER_WEIGHTS,
               k: int = PAPER_TOP_K, svd_on: str = "example",
               consistency_reduction: str = "batchmean", keep_pretrained: bool = True,
-              modules_to_save: Sequence[str] | str = ()) -> BALoRA:
+              modules_to_save: Sequence[str] | str = (), init_svd: str = "full",
+              svd_niter: int = 4) -> BALoRA:
         """Copy the pretrained model (frozen, eval mode), then wrap ``model`` with PiSSA adapters.
 
         Args:
@@ -262,6 +263,9 @@ class BALoRA(LowRankHandle):
             keep_pretrained: keep a frozen deep copy of ``model`` as the teacher; False when
                 the pretrained outputs are cached and passed to :meth:`regularizer`.
             modules_to_save: modules trained in full alongside (a new classifier head).
+            init_svd: ``"full"`` (exact PiSSA start) or ``"lowrank"`` (randomised, peft's
+                ``pissa_niter_N``, for large layers).
+            svd_niter: subspace iterations of ``init_svd="lowrank"``.
         """
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
@@ -278,6 +282,7 @@ class BALoRA(LowRankHandle):
             pretrained.requires_grad_(False)
         handle = apply_low_rank(model, target_modules=target_modules, rank=rank, init="pissa",
                                 alpha=alpha, dropout=dropout, modules_to_save=modules_to_save,
+                                init_svd=init_svd, svd_niter=svd_niter,
                                 handle_cls=cls, pretrained=pretrained, task=task,
                                 weights=checked, k=k, svd_on=svd_on,
                                 consistency_reduction=consistency_reduction)

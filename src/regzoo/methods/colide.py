@@ -389,6 +389,13 @@ class CoLiDE(BaseEstimator):
         n_iter_: Adam iterations run, over every stage and restart.
         history_: one record per stage: s, μ, lr, iterations, restarts, objective, score, h.
         n_features_in_: d.
+        feature_names_in_: the column names when ``X`` was a pandas DataFrame with string
+            column names (scikit-learn's convention); absent otherwise.
+
+    For graph users: :meth:`to_networkx` gives the DAG as a weighted ``networkx.DiGraph`` and
+    :meth:`to_dataframe` the adjacency as a labelled ``pandas.DataFrame``, both named by the
+    DataFrame's columns (``pip install 'regzoo[graph]'``). ``W_[i, j] ≠ 0`` is an edge
+    i → j (X = X W + noise).
     """
 
     def __init__(
@@ -456,9 +463,12 @@ class CoLiDE(BaseEstimator):
                 its residual scales. Default: W = 0 and σ from the column norms of X.
         """
         schedule = self._validate()
+        if isinstance(X, torch.Tensor) and hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_  # a refit on a tensor must not keep old names
         if not isinstance(X, torch.Tensor):
             # scikit-learn's own checks (and messages) for array input: dtype, NaN/inf,
-            # complex, sparse, at least 2 samples and 2 variables; sets n_features_in_.
+            # complex, sparse, at least 2 samples and 2 variables; sets n_features_in_ and,
+            # for a DataFrame with string columns, feature_names_in_.
             X = validate_data(self, X, dtype=np.float64, ensure_min_samples=2,
                               ensure_min_features=2)
         data, kind = as_tensor("X", X, ndim=2, dtype=torch.float64, device=self.device,
@@ -521,6 +531,54 @@ class CoLiDE(BaseEstimator):
         self.history_ = tuple(history)
         self.n_features_in_ = d
         return self
+
+    def _node_names(self) -> list[Any]:
+        if not hasattr(self, "adjacency_"):
+            raise ValueError("this CoLiDE is not fitted yet: call fit(X) first")
+        names = getattr(self, "feature_names_in_", None)
+        return list(range(self.n_features_in_)) if names is None else list(names)
+
+    def to_networkx(self, *, weighted: bool = True) -> Any:
+        """The estimated DAG ``adjacency_`` as a ``networkx.DiGraph``.
+
+        Every variable is a node, named by the DataFrame's columns (else 0..d−1); an edge
+        i → j for each non-zero entry, with attribute ``weight`` = W_ij when ``weighted``.
+
+        Raises:
+            ImportError: networkx is not installed (``pip install 'regzoo[graph]'``).
+            ValueError: the estimator is not fitted.
+        """
+        try:
+            import networkx as nx
+        except ImportError as error:
+            raise ImportError("CoLiDE.to_networkx needs networkx: pip install networkx "
+                              "(or pip install 'regzoo[graph]')") from error
+        names = self._node_names()
+        adjacency = torch.as_tensor(self.adjacency_).detach().cpu().numpy()
+        graph = nx.DiGraph()
+        graph.add_nodes_from(names)
+        for i, j in zip(*np.nonzero(adjacency), strict=True):
+            attributes = {"weight": float(adjacency[i, j])} if weighted else {}
+            graph.add_edge(names[i], names[j], **attributes)
+        return graph
+
+    def to_dataframe(self) -> Any:
+        """The estimated DAG ``adjacency_`` as a labelled ``pandas.DataFrame``.
+
+        Rows are the causes and columns the effects, both labelled by the variables' names.
+
+        Raises:
+            ImportError: pandas is not installed (``pip install 'regzoo[graph]'``).
+            ValueError: the estimator is not fitted.
+        """
+        try:
+            import pandas as pd
+        except ImportError as error:
+            raise ImportError("CoLiDE.to_dataframe needs pandas: pip install pandas "
+                              "(or pip install 'regzoo[graph]')") from error
+        names = self._node_names()
+        adjacency = torch.as_tensor(self.adjacency_).detach().cpu().numpy()
+        return pd.DataFrame(adjacency, index=names, columns=names)
 
 
 __all__ = ["CoLiDE", "concomitant_score", "concomitant_score_gradient", "logdet_acyclicity",

@@ -79,6 +79,7 @@ from torch import nn
 
 from regzoo.core.checks import check_positive_int, check_range, check_tensor
 from regzoo.core.kinds import check_index, check_logits, check_state_shapes, check_target
+from regzoo.core.label_issues import LabelIssues, memory_label_issues
 from regzoo.registry import Default, register
 from regzoo.train.distributed import all_gather_cat, is_distributed
 
@@ -181,6 +182,21 @@ class ProgressiveSelfKnowledgeDistillation(nn.Module):
     def alpha(self) -> float:
         """α_t = α_T (t + 1) / T of the current epoch (at t = 0 the target is the label)."""
         return self.alpha_T * (int(self.epoch) + 1) / self.total_epochs
+
+    def label_issues(self, labels: torch.Tensor, *, min_margin: float = 0.0) -> LabelIssues:
+        """Training examples whose stored predictions P[i] prefer another class than ``labels``.
+
+        P holds each example's softmax from its last training visit (the last epoch), so this
+        reads the model's final opinion of its own training labels, in sample: the margin rule
+        of :mod:`regzoo.core.label_issues` (flag when max_{c≠y} P_ic − P_iy > ``min_margin``),
+        ranked most suspicious first. Call it after training, with the labels it trained on.
+
+        Raises:
+            ValueError: when ``labels`` does not hold one label in [0, C) per example, or when
+                some example was never stored (its row is zero).
+        """
+        return memory_label_issues(self.predictions, labels, min_margin=min_margin,
+                                   name="the prediction table")
 
     def _check_target(self, target: torch.Tensor, batch: int | None) -> int:
         return check_target(target, batch, self.num_classes, SOFT_TARGET_HINT)

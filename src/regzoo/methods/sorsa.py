@@ -162,7 +162,8 @@ class SORSA(LowRankHandle):
     def apply(cls, model: nn.Module, *, target_modules: Sequence[str] | str | None = None,
               rank: int = 4, alpha: float | None = None, dropout: float = 0.0,
               gamma: float = 4e-4, ortho_mode: str = "decoupled",
-              modules_to_save: Sequence[str] | str = ()) -> SORSA:
+              modules_to_save: Sequence[str] | str = (), init_svd: str = "full",
+              svd_niter: int = 4) -> SORSA:
         """SVD-initialise a SORSA adapter on each target linear layer of ``model``, in place.
 
         Args:
@@ -176,6 +177,9 @@ class SORSA(LowRankHandle):
             gamma: γ ≥ 0, the regulariser's step size (0 turns it off).
             ortho_mode: ``"decoupled"`` (paper) or ``"loss"`` (official trainer).
             modules_to_save: modules trained in full alongside.
+            init_svd: ``"full"`` (exact SVD, the paper) or ``"lowrank"`` (randomised,
+                ``svd_niter`` subspace iterations; peft's ``pissa_niter_N``) for large layers.
+            svd_niter: subspace iterations of ``init_svd="lowrank"``.
 
         Returns:
             The handle: ``penalty()`` (= L_orth), ``step``, ``orthonormal_step``,
@@ -186,7 +190,8 @@ class SORSA(LowRankHandle):
         check_choice("ortho_mode", ortho_mode, ORTHO_MODES)
         handle = apply_low_rank(model, target_modules=target_modules, rank=rank, init="sorsa",
                                 alpha=alpha, dropout=dropout, modules_to_save=modules_to_save,
-                                handle_cls=cls, gamma=gamma, ortho_mode=ortho_mode)
+                                init_svd=init_svd, svd_niter=svd_niter, handle_cls=cls, gamma=gamma,
+                                ortho_mode=ortho_mode)
         return cast(SORSA, handle)
 
     def _pairs(self) -> list[tuple[nn.Parameter, nn.Parameter]]:
