@@ -45,7 +45,41 @@ def _soft_equivariance(dtype, seed):
     return penalty, (), model, []
 
 
-EXAMPLES = {"hessian_alignment": _hessian_alignment, "soft_equivariance": _soft_equivariance}
+def _vgnn_ehr(dtype, seed):
+    """VGNN's KL on the node states of a small VGNN (evaluation mode: z = μ)."""
+    from regzoo.methods.vgnn_ehr import VGNN, VariationalRegularization
+
+    torch.manual_seed(seed)
+    model = VGNN(12, dim=4).to(dtype).eval()
+    g = torch.Generator().manual_seed(seed)
+    codes = torch.randint(0, 12, (3, 5), generator=g)
+    mask = torch.rand(3, 5, generator=g) < 0.7
+    encoding = model.encode(codes, mask)
+    mu, logvar = encoding.mu[:, :-1], encoding.logvar[:, :-1]
+    bad = [((mu, logvar[:, :2], mask), ValueError, "logvar must have the shape of mu"),
+           ((mu, logvar, mask[:, :2]), ValueError, r"weight must have shape \(batch, nodes\)"),
+           ((mu, logvar, -mask.to(dtype)), ValueError, "weight must be non-negative")]
+    return VariationalRegularization(), (mu, logvar, mask), model, bad
+
+
+def _nde_solver_reg(dtype, seed):
+    """ERNODE on the step trace of a small MLP neural ODE solved by regzoo's dopri5."""
+    from regzoo.methods.nde_solver_reg import SolverHeuristicsPenalty, StepTrace, solve
+
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 3)).to(dtype)
+    g = torch.Generator().manual_seed(seed)
+    z0 = torch.randn(5, 3, generator=g, dtype=dtype)
+    trace = solve(lambda t, z: net(z), z0, torch.tensor([0.0, 1.0]), rtol=1e-5, atol=1e-5).trace
+    broken = StepTrace(trace.t, trace.h[:1], trace.error_ratio, trace.stiffness, trace.accepted,
+                       trace.nfe)
+    bad = [((z0,), TypeError, "trace must be a StepTrace"),
+           ((broken,), ValueError, "trace.h must have one entry per step")]
+    return SolverHeuristicsPenalty("error"), (trace,), net, bad
+
+
+EXAMPLES = {"hessian_alignment": _hessian_alignment, "soft_equivariance": _soft_equivariance,
+            "vgnn_ehr": _vgnn_ehr, "nde_solver_reg": _nde_solver_reg}
 
 
 def _example(card, dtype=torch.float32, seed=0):
