@@ -219,6 +219,39 @@ def _evaluate(config, func, head, x, y) -> dict[str, float]:
 
 
 
+class _TrainingLog:
+    """The training iterations' optimiser steps, NFE and losses.
+
+    The curves hold the mean over each window of ``eval_every`` iterations.
+    """
+
+    def __init__(self, eval_every: int, iterations: int) -> None:
+        self.eval_every, self.iterations = eval_every, iterations
+        self.nfes: list[int] = []
+        self.window: list[float] = []
+        self.curves: dict[str, list[float]] = {"train_nfe": [], "loss": []}
+
+    def step(self, opt: torch.optim.Optimizer, it: int, task: torch.Tensor,
+             value: torch.Tensor | None, nfe: int) -> None:
+        loss = task if value is None else task + value
+        if not torch.isfinite(loss):
+            raise RuntimeError(f"non-finite loss at iteration {it} (task {float(task)}, "
+                               f"regulariser {None if value is None else float(value)})")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        self.nfes.append(nfe)
+        self.window.append(float(loss.detach()))
+        if (it + 1) % self.eval_every == 0 or it + 1 == self.iterations:
+            self.curves["train_nfe"].append(sum(self.nfes[-len(self.window):]) / len(self.window))
+            self.curves["loss"].append(sum(self.window) / len(self.window))
+            self.window = []
+
+    @property
+    def mean_nfe(self) -> float:
+        return sum(self.nfes) / len(self.nfes)
+
+
 def _clock(device: torch.device | str) -> Any:
     """The training-time clock: CPU seconds on the CPU, wall seconds on an accelerator.
 
@@ -250,8 +283,7 @@ def train_arm(config: NdeSolverRegConfig, setting: str, arm: str, seed: int, lam
     steer = SteerEndTime(1.0, config.steer_b, generator=g) if arm == "steer" else None
     tay = TaylorModeRegularizedDynamics(func, config.taynode_order) if arm == "taynode" else None
     options = {"max_num_steps": 20000, "differentiate_dt": arm == "ernode_dt"}
-    curves: dict[str, list[float]] = {"train_nfe": [], "loss": []}
-    nfes, window = [], []
+    log = _TrainingLog(config.eval_every, iterations)
     clock = _clock(device)
     started = clock()
     for it in range(iterations):
@@ -274,20 +306,7 @@ def train_arm(config: NdeSolverRegConfig, setting: str, arm: str, seed: int, lam
                         options=options)
             z = sol.ys[-1]
             value = schedule(it) * penalty(sol.trace) if reg != "none" else None
-        task = F.cross_entropy(head(z), yb)
-        loss = task if value is None else task + value
-        if not torch.isfinite(loss):
-            raise RuntimeError(f"non-finite loss at iteration {it} (task {float(task)}, "
-                               f"regulariser {None if value is None else float(value)})")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        nfes.append(sol.trace.nfe)
-        window.append(float(loss.detach()))
-        if (it + 1) % config.eval_every == 0 or it + 1 == iterations:
-            curves["train_nfe"].append(sum(nfes[-len(window):]) / len(window))
-            curves["loss"].append(sum(window) / len(window))
-            window = []
+        log.step(opt, it, F.cross_entropy(head(z), yb), value, sol.trace.nfe)
     seconds = clock() - started
     test = _evaluate(config, func, head, data["xte"], data["yte"])
     val = _evaluate(config, func, head, data["xva"], data["yva"])
@@ -296,11 +315,11 @@ def train_arm(config: NdeSolverRegConfig, setting: str, arm: str, seed: int, lam
         "test_acc": test["acc"], "test_nfe": test["nfe"], "log_test_nfe": math.log(test["nfe"]),
         "test_accepted": test["accepted"], "test_rejected": test["rejected"],
         "val_acc": val["acc"], "val_score": val["acc"], "val_nfe": val["nfe"],
-        "train_nfe": sum(nfes) / len(nfes), "train_seconds": seconds,
+        "train_nfe": log.mean_nfe, "train_seconds": seconds,
         "log_train_seconds": math.log(seconds), "seconds_per_epoch": seconds / epochs,
         "lambda0": lambda0,
     }
-    return {"metrics": metrics, "curves": curves}
+    return {"metrics": metrics, "curves": log.curves}
 
 
 class LatentODE(nn.Module):
@@ -367,8 +386,7 @@ def train_latent_ode(config: NdeSolverRegConfig, arm: str, seed: int, lambda0: f
     options = {"max_num_steps": 20000, "differentiate_dt": arm == "ernode_dt"}
     times, values, observed = data["train"]
     n_train = len(values)
-    curves: dict[str, list[float]] = {"train_nfe": [], "loss": []}
-    nfes, window = [], []
+    log = _TrainingLog(config.eval_every, config.spirals_steps)
     clock = _clock(device)
     started = clock()
     for it in range(config.spirals_steps):
@@ -392,20 +410,7 @@ def train_latent_ode(config: NdeSolverRegConfig, arm: str, seed: int, lambda0: f
         m = mb.to(pred.dtype).unsqueeze(-1)
         nll = 0.5 * ((pred - xb) ** 2 * m).sum() / (m.sum() * 2) / config.spirals_sigma**2
         kl = 0.5 * (mean**2 + logvar.exp() - 1 - logvar).sum() / m.sum()
-        task = nll + kl
-        loss = task if value is None else task + value
-        if not torch.isfinite(loss):
-            raise RuntimeError(f"non-finite loss at iteration {it} (task {float(task)}, "
-                               f"regulariser {None if value is None else float(value)})")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        nfes.append(sol.trace.nfe)
-        window.append(float(loss.detach()))
-        if (it + 1) % config.eval_every == 0 or it + 1 == config.spirals_steps:
-            curves["train_nfe"].append(sum(nfes[-len(window):]) / len(window))
-            curves["loss"].append(sum(window) / len(window))
-            window = []
+        log.step(opt, it, nll + kl, value, sol.trace.nfe)
     seconds = clock() - started
 
     @torch.no_grad()
@@ -426,11 +431,11 @@ def train_latent_ode(config: NdeSolverRegConfig, arm: str, seed: int, lambda0: f
         "test_mse": test["mse"], "test_nfe": test["nfe"], "log_test_nfe": math.log(test["nfe"]),
         "test_accepted": test["accepted"], "test_rejected": test["rejected"],
         "val_mse": val["mse"], "val_score": -val["mse"], "val_nfe": val["nfe"],
-        "train_nfe": sum(nfes) / len(nfes), "train_seconds": seconds,
+        "train_nfe": log.mean_nfe, "train_seconds": seconds,
         "log_train_seconds": math.log(seconds), "seconds_per_epoch": seconds / epochs,
         "lambda0": lambda0,
     }
-    return {"metrics": metrics, "curves": curves}
+    return {"metrics": metrics, "curves": log.curves}
 
 
 def select_lambda(config: NdeSolverRegConfig, setting: str, arm: str, device: torch.device,
