@@ -45,6 +45,28 @@ def _soft_equivariance(dtype, seed):
     return penalty, (), model, []
 
 
+def _dr_tune(dtype, seed):
+    """DR-Tune on a small MLP encoder after warm-up; the DR term's gradient reaches the head."""
+    import copy
+
+    from regzoo.methods.dr_tune import DRTune
+
+    torch.manual_seed(seed)
+    encoder = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 5)).to(dtype)
+    head = nn.Linear(5, 3).to(dtype)
+    penalty = DRTune(encoder, copy.deepcopy(encoder), head, 3, queue_size=8).to(dtype)
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(8, 4, generator=g, dtype=dtype)
+    y = torch.arange(8) % 3
+    penalty.warm_up([(x[:4], y[:4]), (x[4:], y[4:])])
+    features = encoder(x[:4])
+    bad = [((features, x[:4], y[:4] + 3), ValueError, r"target must lie in \[0, 3\)"),
+           ((features[:, :4], x[:4], y[:4]), ValueError, r"features must have shape \(B, 5\)"),
+           ((encoder(torch.cat([x, x[:1]])), torch.cat([x, x[:1]]), torch.arange(9) % 3),
+            ValueError, "queue_size K=8 is smaller than the batch B=9")]
+    return penalty, (features, x[:4], y[:4]), head, bad
+
+
 def _vgnn_ehr(dtype, seed):
     """VGNN's KL on the node states of a small VGNN (evaluation mode: z = μ)."""
     from regzoo.methods.vgnn_ehr import VGNN, VariationalRegularization
@@ -79,7 +101,7 @@ def _nde_solver_reg(dtype, seed):
 
 
 EXAMPLES = {"hessian_alignment": _hessian_alignment, "soft_equivariance": _soft_equivariance,
-            "vgnn_ehr": _vgnn_ehr, "nde_solver_reg": _nde_solver_reg}
+            "dr_tune": _dr_tune, "vgnn_ehr": _vgnn_ehr, "nde_solver_reg": _nde_solver_reg}
 
 
 def _example(card, dtype=torch.float32, seed=0):
