@@ -53,6 +53,7 @@ operations).
 
 from __future__ import annotations
 
+import importlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -532,11 +533,18 @@ class CoLiDE(BaseEstimator):
         self.n_features_in_ = d
         return self
 
-    def _node_names(self) -> list[Any]:
+    def _graph_export(self, package: str, method: str) -> tuple[Any, list[Any], np.ndarray]:
+        """``package`` imported, the node names and ``adjacency_`` as numpy, for an export."""
+        try:
+            module = importlib.import_module(package)
+        except ImportError as error:
+            raise ImportError(f"CoLiDE.{method} needs {package}: pip install {package} "
+                              "(or pip install 'regzoo[graph]')") from error
         if not hasattr(self, "adjacency_"):
             raise ValueError("this CoLiDE is not fitted yet: call fit(X) first")
         names = getattr(self, "feature_names_in_", None)
-        return list(range(self.n_features_in_)) if names is None else list(names)
+        names = list(range(self.n_features_in_)) if names is None else list(names)
+        return module, names, torch.as_tensor(self.adjacency_).detach().cpu().numpy()
 
     def to_networkx(self, *, weighted: bool = True) -> Any:
         """The estimated DAG ``adjacency_`` as a ``networkx.DiGraph``.
@@ -548,13 +556,7 @@ class CoLiDE(BaseEstimator):
             ImportError: networkx is not installed (``pip install 'regzoo[graph]'``).
             ValueError: the estimator is not fitted.
         """
-        try:
-            import networkx as nx
-        except ImportError as error:
-            raise ImportError("CoLiDE.to_networkx needs networkx: pip install networkx "
-                              "(or pip install 'regzoo[graph]')") from error
-        names = self._node_names()
-        adjacency = torch.as_tensor(self.adjacency_).detach().cpu().numpy()
+        nx, names, adjacency = self._graph_export("networkx", "to_networkx")
         graph = nx.DiGraph()
         graph.add_nodes_from(names)
         for i, j in zip(*np.nonzero(adjacency), strict=True):
@@ -571,13 +573,7 @@ class CoLiDE(BaseEstimator):
             ImportError: pandas is not installed (``pip install 'regzoo[graph]'``).
             ValueError: the estimator is not fitted.
         """
-        try:
-            import pandas as pd
-        except ImportError as error:
-            raise ImportError("CoLiDE.to_dataframe needs pandas: pip install pandas "
-                              "(or pip install 'regzoo[graph]')") from error
-        names = self._node_names()
-        adjacency = torch.as_tensor(self.adjacency_).detach().cpu().numpy()
+        pd, names, adjacency = self._graph_export("pandas", "to_dataframe")
         return pd.DataFrame(adjacency, index=names, columns=names)
 
 

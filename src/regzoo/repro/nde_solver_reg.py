@@ -219,6 +219,25 @@ def _evaluate(config, func, head, x, y) -> dict[str, float]:
 
 
 
+def _solve_arm(config: NdeSolverRegConfig, func: nn.Module,
+               tay: TaylorModeRegularizedDynamics | None, penalty: SolverHeuristicsPenalty,
+               xb: torch.Tensor, t: torch.Tensor, options: dict[str, Any]
+               ) -> tuple[torch.Tensor, torch.Tensor, Any]:
+    """One classifier solve of an arm, shared by training and timing.
+
+    Returns z_T, the unweighted regulariser (TayNODE's R_K, else the solver penalty on the
+    trace) and the solution.
+    """
+    if tay is not None:
+        sol = solve(tay, tay.augment(xb), t, rtol=config.rtol, atol=config.atol,
+                    method=config.method, options=options)
+        z, r = tay.split(sol.ys[-1])
+        return z, r, sol
+    sol = solve(func, xb, t, rtol=config.rtol, atol=config.atol, method=config.method,
+                options=options)
+    return sol.ys[-1], penalty(sol.trace), sol
+
+
 class _TrainingLog:
     """The training iterations' optimiser steps, NFE and losses.
 
@@ -296,16 +315,11 @@ def train_arm(config: NdeSolverRegConfig, setting: str, arm: str, seed: int, lam
             xb, yb = data["xtr"][idx], data["ytr"][idx]
         t1 = steer.sample() if steer is not None else 1.0
         t = torch.tensor([0.0, t1], dtype=torch.float64)
+        z, r, sol = _solve_arm(config, func, tay, penalty, xb, t, options)
         if tay is not None:
-            sol = solve(tay, tay.augment(xb), t, rtol=config.rtol, atol=config.atol,
-                        method=config.method, options=options)
-            z, r = tay.split(sol.ys[-1])
             value = config.taynode_lambda * r
         else:
-            sol = solve(func, xb, t, rtol=config.rtol, atol=config.atol, method=config.method,
-                        options=options)
-            z = sol.ys[-1]
-            value = schedule(it) * penalty(sol.trace) if reg != "none" else None
+            value = schedule(it) * r if reg != "none" else None
         log.step(opt, it, F.cross_entropy(head(z), yb), value, sol.trace.nfe)
     seconds = clock() - started
     test = _evaluate(config, func, head, data["xte"], data["yte"])
@@ -543,15 +557,8 @@ class NdeSolverRegReproduction(Reproduction):
 
             def step(func=func, head=head, penalty=penalty, tay=tay, options=options,
                      arm=arm) -> None:
-                if tay is not None:
-                    sol = solve(tay, tay.augment(xb), t, rtol=config.rtol, atol=config.atol,
-                                method=config.method, options=options)
-                    z, r = tay.split(sol.ys[-1])
-                    extra = config.taynode_lambda * r
-                else:
-                    sol = solve(func, xb, t, rtol=config.rtol, atol=config.atol,
-                                method=config.method, options=options)
-                    z, extra = sol.ys[-1], penalty(sol.trace)
+                z, r, sol = _solve_arm(config, func, tay, penalty, xb, t, options)
+                extra = config.taynode_lambda * r if tay is not None else r
                 (F.cross_entropy(head(z), yb) + extra).backward()
                 nfe[arm] = sol.trace.nfe
 
