@@ -76,9 +76,9 @@ PAPERS: dict[str, PaperEntry] = {
             code_url="https://github.com/cyp-jlu-ai/BA-LoRA",
             venue="ICLR 2026",
             claim=(
-                "BA-LoRA matches or beats PiSSA in worst-group (bias-conflicting) test accuracy "
-                "when fine-tuning a model pretrained with a planted spurious feature "
-                "(mean of 5 seeds)."
+                "BA-LoRA beats PiSSA by at least 1 point in worst-group (bias-conflicting) test "
+                "accuracy when fine-tuning a model pretrained with a planted spurious feature "
+                "(5 paired seeds)."
             ),
         ),
         PaperEntry(

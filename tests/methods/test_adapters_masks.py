@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from regzoo.adapters.masks import BinaryMaskLinear, apply_binary_masks, binarize
+from regzoo.adapters.masks import BinaryMaskConv, BinaryMaskLinear, apply_binary_masks, binarize
 
 
 def _mlp() -> nn.Sequential:
@@ -172,3 +172,68 @@ def test_transformers_conv1d_is_masked_in_its_own_layout():
 def test_bad_arguments_raise_clear_errors(kwargs, error, match):
     with pytest.raises(error, match=match):
         apply_binary_masks(_mlp(), **kwargs)
+
+
+def _convnet() -> nn.Sequential:
+    torch.manual_seed(3)
+    return nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 1),
+                         nn.Flatten(), nn.Linear(4 * 36, 3))
+
+
+@pytest.mark.parametrize("conv", [nn.Conv1d(3, 5, 3, padding=1), nn.Conv2d(3, 4, 3, stride=2),
+                                  nn.Conv3d(2, 3, 2, groups=1), nn.Conv2d(4, 4, 3, groups=2)])
+def test_a_masked_convolution_equals_the_convolution_with_the_masked_kernel(conv):
+    torch.manual_seed(4)
+    layer = BinaryMaskConv(conv)
+    spatial = {nn.Conv1d: (9,), nn.Conv2d: (9, 9), nn.Conv3d: (5, 5, 5)}[type(conv)]
+    x = torch.randn(2, conv.in_channels, *spatial)
+    assert torch.equal(layer(x), conv(x))
+    with torch.no_grad():
+        layer.scores.view(-1)[::3] = 0.0
+    kernel = conv.weight.detach() * (layer.scores.detach() > layer.threshold)
+    expected = conv._conv_forward(x, kernel, conv.bias)
+    torch.testing.assert_close(layer(x), expected)
+    layer.merge()
+    torch.testing.assert_close(layer(x), expected)
+    original = conv.weight.detach().clone()
+    layer.unmerge()
+    assert not torch.equal(original, conv.weight)  # merged kernel had zeros; unmerge restored
+    torch.testing.assert_close(layer(x), expected)
+
+
+def test_conv_mask_gradient_is_the_straight_through_kernel_gradient():
+    torch.manual_seed(5)
+    conv = nn.Conv2d(2, 3, 3)
+    layer = BinaryMaskConv(conv)
+    x = torch.randn(4, 2, 6, 6)
+    kernel = conv.weight.detach().clone().requires_grad_(True)
+    conv._conv_forward(x, kernel, conv.bias).square().sum().backward()
+    layer(x).square().sum().backward()
+    torch.testing.assert_close(layer.scores.grad, kernel.grad * conv.weight.detach())
+    assert conv.weight.grad is None
+
+
+def test_named_convolutions_are_masked_and_none_keeps_linear_layers_only():
+    model = _convnet()
+    assert list(apply_binary_masks(_convnet()).layers) == ["4"]
+    x = torch.randn(2, 2, 6, 6)
+    before = model(x)
+    handle = apply_binary_masks(model, target_modules=["0", "4"])
+    assert isinstance(handle.layers["0"], BinaryMaskConv)
+    assert isinstance(handle.layers["4"], BinaryMaskLinear)
+    assert torch.equal(model(x), before)
+    model(x).sum().backward()
+    assert handle.layers["0"].scores.grad is not None
+    packed = handle.packed_masks()
+    handle.load_packed_masks(packed)
+    handle.remove()
+    assert type(model[0]) is nn.Conv2d
+    torch.testing.assert_close(model(x), before)
+
+
+def test_a_layer_masks_cannot_wrap_is_refused_by_name():
+    model = nn.Sequential(nn.ConvTranspose2d(2, 2, 3), nn.Linear(3, 3))
+    with pytest.raises(TypeError, match="binary masks wrap"):
+        apply_binary_masks(model, target_modules=["0"])
+    with pytest.raises(TypeError, match="BinaryMaskConv wraps"):
+        BinaryMaskConv(nn.Linear(3, 3))

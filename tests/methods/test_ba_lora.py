@@ -231,6 +231,30 @@ def test_the_teacher_is_the_pretrained_model_not_the_pissa_residual():
     assert not handle.pretrained.training
 
 
+def test_residual_teacher_is_w_minus_the_principal_part_and_stays_fixed():
+    model = _mlp()
+    x = _randn(8, 6, seed=22)
+    residual = copy.deepcopy(model)
+    with torch.no_grad():  # W − U_r Σ_r V_rᵀ on every layer PiSSA adapts (min(in, out) ≥ 4)
+        for module in residual.modules():
+            if isinstance(module, nn.Linear) and min(module.weight.shape) >= 4:
+                U, S, Vh = torch.linalg.svd(module.weight, full_matrices=False)
+                module.weight -= U[:, :4] @ torch.diag(S[:4]) @ Vh[:4]
+    handle = BALoRA.apply(model, rank=4, teacher="residual")
+    f0 = handle.pretrained_outputs(x)
+    torch.testing.assert_close(f0, residual(x).detach(), rtol=1e-12, atol=1e-12)
+    optimizer = torch.optim.SGD(handle.trainable_parameters(), lr=0.5)
+    for _ in range(3):
+        optimizer.zero_grad()
+        model(x).square().mean().backward()
+        optimizer.step()
+    torch.testing.assert_close(handle.pretrained_outputs(x), f0, rtol=0, atol=0)
+    assert not any(isinstance(m, LowRankLinear) for m in handle.pretrained.modules())
+    assert not any(p.requires_grad for p in handle.pretrained.parameters())
+    # At the start the adapted model is W itself, so the residual teacher disagrees with it.
+    assert float(handle.terms(_mlp()(x), inputs=x)["consistency"]) > 0
+
+
 def test_regularizer_is_the_weighted_sum_of_the_terms_and_skips_zero_weights():
     model = _mlp()
     handle = BALoRA.apply(model, rank=4, weights=(0.5, 0.2, 0.3))
@@ -339,6 +363,8 @@ def test_apply_and_regularizer_reject_bad_arguments():
         BALoRA.apply(_mlp(), rank=99)
     with pytest.raises(TypeError, match="model"):
         BALoRA.apply("not a model")
+    with pytest.raises(ValueError, match="teacher"):
+        BALoRA.apply(_mlp(), rank=4, teacher="base")
     handle = BALoRA.apply(_mlp(), rank=4)
     out = handle.model(x)
     with pytest.raises(ValueError, match="task='nlu' expects"):

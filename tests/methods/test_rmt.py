@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from regzoo.adapters.masks import BinaryMaskLinear
 from regzoo.methods.rmt import (
     GradientDropout,
     MaskTuning,
@@ -112,6 +113,69 @@ def test_penalty_is_weighted_mask_norm_and_zero_for_plain_mask_tuning():
     norms = [(torch.full((8, 6), 1e-2).norm()), torch.full((3, 8), 1e-2).norm()]
     torch.testing.assert_close(handle.penalty(), 1e-4 * (norms[0] + norms[1]))
     assert float(MaskTuning.apply(_classifier_model(), variant="mt").penalty()) == 0.0
+
+
+class _Attention(nn.Module):
+    def __init__(self, width: int, names: tuple[str, str, str]) -> None:
+        super().__init__()
+        self.names = names
+        for name in names:
+            setattr(self, name, nn.Linear(width, width))
+        self.out = nn.Linear(width, width)
+
+    def forward(self, x):
+        q, k, v = (getattr(self, name)(x) for name in self.names)
+        return self.out(torch.softmax(q @ k.transpose(-1, -2), -1) @ v)
+
+
+def _encoder():
+    torch.manual_seed(2)
+    return nn.Sequential(_Attention(4, ("q_proj", "k_proj", "v_proj")),
+                         _Attention(4, ("query", "key", "value")))
+
+
+def test_qkv_norm_groups_take_one_norm_over_each_attentions_q_k_v():
+    handle = MaskTuning.apply(_encoder(), variant="r_mt", norm_groups="qkv")
+    assert handle.norm_groups == (("0.q_proj", "0.k_proj", "0.v_proj"),
+                                  ("1.query", "1.key", "1.value"))
+    per_layer = torch.full((4, 4), 1e-2).norm()
+    # Two fused q/k/v norms (√3 × one layer's) plus the two output projections.
+    torch.testing.assert_close(handle.penalty(), 1e-4 * per_layer * (2 * 3**0.5 + 2))
+    separate = MaskTuning.apply(_encoder(), variant="r_mt")
+    torch.testing.assert_close(separate.penalty(), 1e-4 * per_layer * 8)
+    # Per entry, the grouped norm's gradient is 1/√3 of the per-layer one at equal scores.
+    grouped = torch.autograd.grad(handle.penalty(), handle.layers["0.q_proj"].scores)[0]
+    alone = torch.autograd.grad(separate.penalty(), separate.layers["0.q_proj"].scores)[0]
+    torch.testing.assert_close(alone, grouped * 3**0.5)
+
+
+def test_explicit_norm_groups_and_their_errors():
+    handle = MaskTuning.apply(_encoder(), variant="r_mt", norm_groups=[["0.out", "1.out"]])
+    scores = torch.cat([handle.layers[n].scores.flatten() for n in ("0.out", "1.out")])
+    rest = sum(handle.layers[n].scores.norm() for n in handle.layers if not n.endswith("out"))
+    torch.testing.assert_close(handle.penalty(), 1e-4 * (scores.norm() + rest))
+    model = _encoder()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    for groups, match in ((["0.out"], "not a string"), ([["0.nope"]], "unknown names"),
+                          ([["0.out"], ["0.out", "1.out"]], "more than one group"),
+                          ("heads", "None, 'qkv'")):
+        with pytest.raises(ValueError, match=match):
+            MaskTuning.apply(model, norm_groups=groups)
+    assert not any(isinstance(m, BinaryMaskLinear) for m in model.modules())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    with pytest.raises(ValueError, match="found no q/k/v"):
+        MaskTuning.apply(_classifier_model(), norm_groups="qkv")
+
+
+def test_a_named_convolution_is_masked_like_the_patch_embedding():
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Conv2d(1, 4, 2, stride=2), nn.Flatten(), nn.Linear(16, 3))
+    x = torch.randn(5, 1, 4, 4)
+    before = model(x)
+    handle = MaskTuning.apply(model, target_modules=["0", "2"], variant="r_mt")
+    assert torch.equal(model(x), before)
+    handle.backward(model(x), torch.randint(0, 3, (5,)))
+    assert handle.layers["0"].scores.grad.shape == (4, 1, 2, 2)
 
 
 def test_distillation_loss_is_soft_cross_entropy_scaled_by_t_squared():

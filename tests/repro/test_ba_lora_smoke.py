@@ -4,11 +4,14 @@ import json
 
 import pytest
 import torch
+from torch import nn
 
 from conftest import run_tiny
 from regzoo.data.transfer import digits_transfer
+from regzoo.methods.ba_lora import PAPER_WEIGHTS
 from regzoo.repro.ba_lora import (
     BALoRAReproConfig,
+    adapt_arm,
     arm_weights,
     nlu_data,
 )
@@ -49,10 +52,27 @@ def test_units_use_the_swept_settings_and_record_curves(tiny_run):
         assert metrics["lr"] == sweeps[record["setting"]]["chosen"][record["arm"]]["lr"]
         if record["arm"] == "ba_lora_cons":
             assert metrics["lambda1"] > 0 and metrics["lambda2"] == metrics["lambda3"] == 0
+        if record["arm"] == "ba_lora_residual":  # only the teacher differs from BA-LoRA
+            chosen = sweeps[record["setting"]]["chosen"]
+            assert chosen["ba_lora_residual"] == chosen["ba_lora"]
         if record["setting"] == "nlu_digits":
             assert 0 <= metrics["worst_group_accuracy"] <= 1
             assert metrics["bias_gap"] == pytest.approx(
                 metrics["aligned_accuracy"] - metrics["worst_group_accuracy"])
+
+
+def test_the_residual_arm_adapts_with_the_residual_teacher():
+    model = nn.Sequential(nn.Linear(12, 12), nn.ReLU(), nn.Linear(12, 12))
+    adapted = adapt_arm("ba_lora_residual", model, rank=4, task="nlu", weights=PAPER_WEIGHTS,
+                        targets=None)
+    x = torch.randn(3, 12)
+    with torch.no_grad():
+        assert float((adapted.handle.pretrained_outputs(x) - model(x)).abs().max()) > 1e-3
+    plain_model = nn.Sequential(nn.Linear(12, 12))
+    plain = adapt_arm("ba_lora", plain_model, rank=4, task="nlu", weights=PAPER_WEIGHTS,
+                      targets=None)
+    with torch.no_grad():
+        torch.testing.assert_close(plain.handle.pretrained_outputs(x), plain_model(x))
 
 
 def test_arm_weights_scale_the_paper_lambdas_per_term():

@@ -9,7 +9,14 @@ Methods (SORSA, BA-LoRA, SaRA, mask tuning) build on these; see docs/architectur
 
 from regzoo.adapters.base import AdapterHandle, AdapterLayer, find_targets, wrap
 from regzoo.adapters.lowrank import LowRankHandle, LowRankLinear, apply_low_rank
-from regzoo.adapters.masks import BinaryMaskHandle, BinaryMaskLinear, apply_binary_masks, binarize
+from regzoo.adapters.masks import (
+    BinaryMaskConv,
+    BinaryMaskHandle,
+    BinaryMaskLinear,
+    apply_binary_masks,
+    binarize,
+    find_mask_targets,
+)
 from regzoo.adapters.sparse import (
     SparseHandle,
     SparseValueLayer,
@@ -23,6 +30,7 @@ from regzoo.adapters.sparse import (
 __all__ = [
     "AdapterHandle",
     "AdapterLayer",
+    "BinaryMaskConv",
     "BinaryMaskHandle",
     "BinaryMaskLinear",
     "LowRankHandle",
@@ -33,6 +41,7 @@ __all__ = [
     "apply_low_rank",
     "apply_sparse",
     "binarize",
+    "find_mask_targets",
     "find_sparse_targets",
     "find_targets",
     "select_below",

@@ -42,14 +42,19 @@ class AdapterLayer(nn.Module, abc.ABC):
 
     def __init__(self, base: nn.Module) -> None:
         super().__init__()
-        if not is_linear_like(base):
-            raise TypeError(f"an adapter wraps nn.Linear or transformers' Conv1D, got "
-                            f"{type(base).__name__}")
+        self.check_base(base)
         self.base = base
         self.transposed = is_transposed_linear(base)
         self.merged = False
         for parameter in base.parameters():
             parameter.requires_grad_(False)
+
+    @classmethod
+    def check_base(cls, base: nn.Module) -> None:
+        """Refuse a layer this adapter cannot wrap (here: anything but a linear-like layer)."""
+        if not is_linear_like(base):
+            raise TypeError(f"an adapter wraps nn.Linear or transformers' Conv1D, got "
+                            f"{type(base).__name__}")
 
     @property
     def in_features(self) -> int:

@@ -1,7 +1,8 @@
 r"""Binary-mask mode of the sparse-update layer: a learned 0/1 mask over a frozen weight.
 
-Each wrapped linear layer keeps its pretrained weight W (out × in) frozen and learns a real
-score tensor M of the same shape. The layer uses
+Each wrapped layer keeps its pretrained weight W frozen (out × in for a linear layer; the
+kernel out × in/groups × k… for a convolution) and learns a real score tensor M of the same
+shape. The layer uses
 
 .. math::
 
@@ -21,7 +22,9 @@ Initialisation (official ``modules/masklayers.py``): ``"ones"`` fills M with ``s
 with the threshold τ = 5e-3 every B starts at 1 and the wrapped model equals the pretrained one
 exactly; ``"uniform"`` draws M ~ U(0, scale), which masks the entries that start at or below τ.
 The binariser is strict: M = τ gives B = 0 (the official code zeroes ``M.le(τ)``). Biases are
-never masked.
+never masked. Convolutions (``nn.Conv1d/2d/3d``, :class:`BinaryMaskConv`) are masked the same
+way: the official ViT masks its patch-embedding convolution (``ElementWiseConv2d`` in
+``modules/visiontransformer.py``), its ResNet every convolution.
 
 Cost: the mask scores double the memory of the wrapped weights (Adam state adds two more
 copies); the forward pass adds one elementwise product per wrapped weight and runs a single
@@ -40,7 +43,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from regzoo.adapters.base import AdapterHandle, AdapterLayer, find_targets, wrap
+from regzoo.adapters.base import (
+    AdapterHandle,
+    AdapterLayer,
+    find_targets,
+    is_linear_like,
+    select_layers,
+    wrap,
+)
 from regzoo.core.checks import check_choice, check_range
 
 MASK_INITS: tuple[str, ...] = ("ones", "uniform")
@@ -138,6 +148,59 @@ class BinaryMaskLinear(AdapterLayer):
                 f"threshold={self.threshold}")
 
 
+CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+class BinaryMaskConv(BinaryMaskLinear):
+    """A frozen ``nn.Conv1d/2d/3d`` whose kernel is used as W ⊙ 1[M > τ]; only M is trained.
+
+    Same options and straight-through scores as :class:`BinaryMaskLinear`; the kernel keeps its
+    (out, in/groups, *kernel) shape, and the convolution runs once with the masked kernel.
+    """
+
+    @classmethod
+    def check_base(cls, base: nn.Module) -> None:
+        if not isinstance(base, CONVOLUTIONS):
+            raise TypeError(f"BinaryMaskConv wraps nn.Conv1d/2d/3d, got {type(base).__name__}")
+
+    @property
+    def in_features(self) -> int:
+        return self.base.in_channels
+
+    @property
+    def out_features(self) -> int:
+        return self.base.out_channels
+
+    def adapter_forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base._conv_forward(x, self.delta_weight(), None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.merged:
+            return self.base(x)
+        return self.base._conv_forward(x, self.masked_weight(), self.base.bias)
+
+
+def is_maskable(module: nn.Module) -> bool:
+    """A linear-like layer or an ``nn.Conv1d/2d/3d``: what binary masks can wrap."""
+    return is_linear_like(module) or isinstance(module, CONVOLUTIONS)
+
+
+def find_mask_targets(model: nn.Module, target_modules: Sequence[str] | str | None = None
+                      ) -> list[tuple[str, nn.Module]]:
+    """The layers to mask, as (qualified name, module), in model order.
+
+    ``None`` selects every linear-like layer (convolutions only when named, so the default
+    matches the other adapters); a name or glob may select linear layers and convolutions.
+    """
+    if target_modules is None:
+        return find_targets(model, None)
+    return select_layers(
+        model, target_modules, accepts=is_maskable, kinds="linear or convolution layers",
+        refusal=lambda name, module: (
+            f"target_modules: {name!r} is a {type(module).__name__}; binary masks wrap "
+            "nn.Linear, transformers' Conv1D and nn.Conv1d/2d/3d"))
+
+
 class BinaryMaskHandle(AdapterHandle):
     """Handle of a model whose target weights carry binary masks (:func:`apply_binary_masks`)."""
 
@@ -149,7 +212,7 @@ class BinaryMaskHandle(AdapterHandle):
         return [layer.scores for layer in self.layers.values()]
 
     def binary_masks(self) -> dict[str, torch.Tensor]:
-        """Each layer's current 0/1 mask B (out × in), detached, as ``bool``."""
+        """Each layer's current 0/1 mask B (the weight's shape), detached, as ``bool``."""
         self._check_live()
         return {name: layer.scores.detach() > layer.threshold
                 for name, layer in self.layers.items()}
@@ -164,11 +227,19 @@ class BinaryMaskHandle(AdapterHandle):
         zeroed, total = self.masked_count()
         return zeroed / total
 
-    def mask_l2(self) -> torch.Tensor:
-        """Σ_layers ‖M‖₂, the non-squared L2 norm of each flattened score tensor."""
+    def mask_l2(self, groups: Sequence[Sequence[str]] = ()) -> torch.Tensor:
+        """Σ ‖M‖₂, the non-squared L2 norm of each layer's flattened scores.
+
+        Layers named together in one of ``groups`` share one norm, of their scores
+        concatenated (one fused q/k/v weight, as the official CLIP ViT has).
+        """
         self._check_live()
-        return torch.stack([layer.scores.flatten().norm(2) for layer in self.layers.values()]
-                           ).sum()
+        grouped = {name for group in groups for name in group}
+        norms = [torch.cat([self.layers[name].scores.flatten() for name in group]).norm(2)
+                 for group in groups]
+        norms += [layer.scores.flatten().norm(2) for name, layer in self.layers.items()
+                  if name not in grouped]
+        return torch.stack(norms).sum()
 
     def packed_masks(self) -> dict[str, torch.Tensor]:
         """The binary masks packed 8 per byte (``uint8``, row-major), keyed by layer name."""
@@ -202,12 +273,14 @@ def apply_binary_masks(model: nn.Module, *, target_modules: Sequence[str] | str 
                        modules_to_save: Sequence[str] | str = (),
                        handle_cls: type[BinaryMaskHandle] = BinaryMaskHandle,
                        **handle_kwargs: object) -> BinaryMaskHandle:
-    """Wrap the target linear layers of ``model`` in :class:`BinaryMaskLinear`, freeze the rest.
+    """Wrap the target layers of ``model`` in binary-mask layers, freeze the rest.
+
+    Linear layers get a :class:`BinaryMaskLinear`, convolutions a :class:`BinaryMaskConv`.
 
     Args:
         model: any module; targets keep their names.
-        target_modules: peft-style names or globs (:func:`regzoo.adapters.find_targets`);
-            ``None`` masks every linear layer.
+        target_modules: peft-style names or globs (:func:`find_mask_targets`); ``None`` masks
+            every linear layer.
         init, scale, threshold, generator: see :class:`BinaryMaskLinear`. With ``"ones"``,
             ``scale`` must exceed ``threshold`` so that training starts from the pretrained model.
         modules_to_save: modules trained in full alongside the masks (a new head).
@@ -220,8 +293,12 @@ def apply_binary_masks(model: nn.Module, *, target_modules: Sequence[str] | str 
     if init == "ones" and scale <= threshold:
         raise ValueError(f"scale ({scale}) must exceed threshold ({threshold}) with init='ones', "
                          "or every weight starts masked; raise scale or lower threshold")
-    targets = find_targets(model, target_modules)
-    return wrap(model, targets,
-                lambda name, module: BinaryMaskLinear(module, init=init, scale=scale,
-                                                      threshold=threshold, generator=generator),
-                modules_to_save=modules_to_save, handle_cls=handle_cls, **handle_kwargs)
+    targets = find_mask_targets(model, target_modules)
+
+    def make_layer(name: str, module: nn.Module) -> BinaryMaskLinear:
+        layer_cls = BinaryMaskConv if isinstance(module, CONVOLUTIONS) else BinaryMaskLinear
+        return layer_cls(module, init=init, scale=scale, threshold=threshold,
+                         generator=generator)
+
+    return wrap(model, targets, make_layer, modules_to_save=modules_to_save,
+                handle_cls=handle_cls, **handle_kwargs)

@@ -48,10 +48,14 @@ Differences from the official code, and why:
   singular values as ``s[:, :k]``, which raises ``IndexError`` for every input: the published
   code cannot have trained with the SVD term. We implement the paper's equation (batched
   ``torch.linalg.svdvals`` over the last two dimensions);
-* the teacher f₀ must be the pretrained model. Under PiSSA, peft's ``disable_adapter()`` returns
-  the *residual* model W − s·B₀A₀, not W, so that cheap trick is wrong. The handle keeps a frozen
-  deep copy of the pretrained model (the official code loads a second copy too) or accepts
-  cached pretrained outputs (``keep_pretrained=False``);
+* the teacher f₀ is the pretrained model, as the paper says (``teacher="pretrained"``). The
+  official scripts most likely use the PiSSA *residual* model W − s·B₀A₀ instead: ``train.py``
+  (l. 470–478) loads the teacher with ``from_pretrained(model_name_or_path)``, the path the
+  adapter ``pissa_init`` is loaded onto (l. 384–390), and ``build_balora.py`` (l. 61–63) saves
+  ``pissa_init`` next to the residual weights written after ``unload()``; loading ``pissa_init``
+  onto the original W would count the principal part twice. ``teacher="residual"`` reproduces
+  that (peft's ``disable_adapter()`` gives the same model). Either way the handle keeps a frozen
+  copy, or accepts cached teacher outputs (``keep_pretrained=False``);
 * the official NLG branch computes ``log`` of softmax probabilities; we use ``log_softmax`` (the
   same value without the underflow to −inf), and entropy without the ``+1e-10`` inside the log.
 
@@ -70,6 +74,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from regzoo.adapters.base import AdapterLayer
 from regzoo.adapters.lowrank import LowRankHandle, apply_low_rank
 from regzoo.core.checks import check_choice, check_positive_int, check_real, check_tensor
 from regzoo.core.compose import LossBreakdown
@@ -77,6 +82,7 @@ from regzoo.registry import Default, register
 
 TASKS = ("nlu", "nlg")
 TERMS = ("consistency", "diversity", "svd")
+TEACHERS = ("pretrained", "residual")
 PAPER_WEIGHTS: tuple[float, float, float] = (1e-4, 3e-4, 1e-4)
 """(λ₁, λ₂, λ₃) of the official ``train.py`` / ``scripts/ba-lora.sh``."""
 PAPER_TOP_K = 3
@@ -185,6 +191,21 @@ def diversity_nlg(logits: torch.Tensor, *, mask: torch.Tensor | None = None) -> 
     return (neg_entropy * mask).sum() / mask.sum()
 
 
+def residual_model(model: nn.Module) -> nn.Module:
+    """A frozen copy of an adapted ``model`` with every adapter dropped (its base layers kept).
+
+    Under PiSSA each base holds W − s·B₀A₀, so this is the residual model that peft's
+    ``unload()`` writes and ``disable_adapter()`` runs.
+    """
+    residual = copy.deepcopy(model)
+    names = [name for name, module in residual.named_modules() if isinstance(module, AdapterLayer)]
+    for name in names:
+        parent, _, child = name.rpartition(".")
+        owner = residual.get_submodule(parent) if parent else residual
+        setattr(owner, child, getattr(owner, child).base)
+    return residual.eval().requires_grad_(False)
+
+
 def _check_weights(weights: Sequence[float]) -> tuple[float, float, float]:
     if isinstance(weights, (str, bytes)) or not isinstance(weights, Sequence) or len(weights) != 3:
         raise TypeError(f"weights must be a sequence (λ1, λ2, λ3) of 3 numbers, got {weights!r}")
@@ -211,10 +232,13 @@ def _check_weights(weights: Sequence[float]) -> tuple[float, float, float]:
                 "r = lora_alpha)"),
         Default("svd_on (NLG)", "example", "paper §3 (the official code's version crashes)"),
         Default("consistency reduction (NLG)", "batchmean", "official train.py"),
+        Default("teacher", "pretrained", "paper §3 (f0 = the pretrained model); 'residual' "
+                "(W − s·B0A0) is what the official train.py l. 470–478 most likely loads"),
     ),
     variants=("nlu (classifier logits)", "nlg (token logits)", "svd_on='flattened' (official "
               "shape, indexing fixed)", "cached pretrained outputs (keep_pretrained=False)",
-              "any subset of terms (a zero weight switches a term off)"),
+              "any subset of terms (a zero weight switches a term off)",
+              "teacher='residual' (the PiSSA residual model, the official scripts' teacher)"),
 )
 class BALoRA(LowRankHandle):
     """Handle of a BA-LoRA model: PiSSA adapters, the frozen pretrained model, the regularisers.
@@ -244,7 +268,7 @@ class BALoRA(LowRankHandle):
               k: int = PAPER_TOP_K, svd_on: str = "example",
               consistency_reduction: str = "batchmean", keep_pretrained: bool = True,
               modules_to_save: Sequence[str] | str = (), init_svd: str = "full",
-              svd_niter: int = 4) -> BALoRA:
+              svd_niter: int = 4, teacher: str = "pretrained") -> BALoRA:
         """Copy the pretrained model (frozen, eval mode), then wrap ``model`` with PiSSA adapters.
 
         Args:
@@ -260,8 +284,11 @@ class BALoRA(LowRankHandle):
             svd_on: NLG only — ``"example"`` (each example's T×V matrix, the paper) or
                 ``"flattened"`` (one (B, T·V) matrix, the official code's reshape).
             consistency_reduction: NLG only — ``"batchmean"`` (official) or ``"mean"``.
-            keep_pretrained: keep a frozen deep copy of ``model`` as the teacher; False when
-                the pretrained outputs are cached and passed to :meth:`regularizer`.
+            keep_pretrained: keep a frozen copy of the teacher; False when its outputs are
+                cached and passed to :meth:`regularizer`.
+            teacher: f₀ of the consistency term — ``"pretrained"`` (the model as given, the
+                paper) or ``"residual"`` (the model with the PiSSA principal part removed from
+                every adapted layer, W − s·B₀A₀: what the official scripts load).
             modules_to_save: modules trained in full alongside (a new classifier head).
             init_svd: ``"full"`` (exact PiSSA start) or ``"lowrank"`` (randomised, peft's
                 ``pissa_niter_N``, for large layers).
@@ -274,10 +301,11 @@ class BALoRA(LowRankHandle):
         check_choice("consistency_reduction", consistency_reduction, ("batchmean", "mean"))
         check_positive_int("k", k)
         checked = _check_weights(weights)
+        check_choice("teacher", teacher, TEACHERS)
         if not isinstance(keep_pretrained, bool):
             raise TypeError(f"keep_pretrained must be a bool, got {keep_pretrained!r}")
         pretrained = None
-        if keep_pretrained:
+        if keep_pretrained and teacher == "pretrained":
             pretrained = copy.deepcopy(model).eval()
             pretrained.requires_grad_(False)
         handle = apply_low_rank(model, target_modules=target_modules, rank=rank, init="pissa",
@@ -286,6 +314,8 @@ class BALoRA(LowRankHandle):
                                 handle_cls=cls, pretrained=pretrained, task=task,
                                 weights=checked, k=k, svd_on=svd_on,
                                 consistency_reduction=consistency_reduction)
+        if keep_pretrained and teacher == "residual":
+            handle.pretrained = residual_model(model)
         return cast(BALoRA, handle)
 
     @torch.no_grad()

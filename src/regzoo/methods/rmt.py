@@ -20,7 +20,12 @@ Losses (§3.2–3.3; official trainer):
     L_b = -T^2 \sum_c \mathrm{softmax}(z^0/T)_c \log \mathrm{softmax}(z/T)_c,
 
 with z the masked model's logits, z⁰ the zero-shot (unmasked) model's, w_m = 1e-4 and T = 1.
-The norm is the non-squared L2 of each flattened score tensor.
+The norm is the non-squared L2 of each flattened score tensor (``loss/reg_loss.py``), one per
+masked parameter. CLIP's ViT fuses q, k and v into one ``in_proj_weight``, so the official
+code takes one norm over the three; for encoders with separate q/k/v layers
+``norm_groups="qkv"`` does the same (one norm per attention's q, k, v), where the default, one
+norm per layer, gives each entry a √3-times larger gradient at equal score magnitudes.
+Explicit groups of layer names are accepted too.
 
 Gradient dropout regularity (GDR, §3.3, eq. 7; official ``graddrop_backward_and_update``): with
 g_a = ∂L_a/∂M and g_b = ∂L_b/∂M (two backward passes),
@@ -39,10 +44,16 @@ Variants (``variant=``): ``"mt"`` plain mask tuning (CE only); ``"r_mt"`` adds t
 term (no GDR); ``"r_amt"`` (default) adds GDR on top — the full method of the official code.
 The paper calls its full method R-AMT ("A" for the attention layers it masks); the split into
 ``r_mt``/``r_amt`` by GDR follows this library's spec so that GDR's effect can be measured.
+``"r_mt"`` is a working variant of ours, not an official path: the official trainer runs the
+backward pass and the optimiser step only inside ``if cfg.MASK.GDR:``
+(``trainers/masktuning.py`` l. 323–325), so with GDR off its masks never change.
 
-Defaults (official ``train.py``/``vit_b16.yaml``): scores init ``"ones"`` at scale 1e-2,
-τ = 5e-3, w_m = 1e-4, T = 1, λ = 1.0 (0.3 for 16-shot on most datasets in the paper's scripts),
-Adam lr 8e-5 with a cosine schedule, batch 32, 30 epochs. Which layers to mask is the user's
+Defaults (official ``configs/trainers/MASK/vit_b16.yaml``, the config of the reported runs):
+scores init ``"1s"`` at scale 1e-2, τ = 5e-3, mask loss on with w_m = 1e-4 (``train.py``'s own
+defaults are w_m = 1e-6 with the mask loss off), GDR on with λ = 1.0 (0.3 for 16-shot on most
+datasets in the paper's scripts), T = 1 (``train.py``), Adam lr 8e-5 with a cosine schedule,
+batch 32, 30 epochs. The config also masks the patch-embedding convolution (conv layers are
+maskable here: name them in ``target_modules``). Which layers to mask is the user's
 choice (``target_modules``); :func:`rank_layers_by_gradient` offers a gradient-magnitude
 ranking as a data-driven stand-in for the paper's key-parameter analysis (§3.1), which the
 official code replaces by a fixed choice.
@@ -72,11 +83,64 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from regzoo.adapters.masks import BinaryMaskHandle, apply_binary_masks
+from regzoo.adapters.masks import BinaryMaskHandle, apply_binary_masks, find_mask_targets
 from regzoo.core.checks import check_choice, check_range, check_tensor
 from regzoo.registry import Default, register
 
 VARIANTS: tuple[str, ...] = ("mt", "r_mt", "r_amt")
+
+
+QKV_NAMES: tuple[tuple[str, str, str], ...] = (
+    ("q_proj", "k_proj", "v_proj"), ("query", "key", "value"), ("q", "k", "v"),
+    ("to_q", "to_k", "to_v"), ("q_lin", "k_lin", "v_lin"))
+"""Leaf names of separate query/key/value projections in common encoders."""
+
+
+def qkv_groups(layer_names: Sequence[str]) -> tuple[tuple[str, ...], ...]:
+    """Groups of ``layer_names`` that are one attention's q, k and v (same parent module)."""
+    by_parent: dict[str, dict[str, str]] = {}
+    for name in layer_names:
+        parent, _, leaf = name.rpartition(".")
+        by_parent.setdefault(parent, {})[leaf] = name
+    groups = []
+    for leaves in by_parent.values():
+        for family in QKV_NAMES:
+            present = tuple(leaves[leaf] for leaf in family if leaf in leaves)
+            if len(present) > 1:
+                groups.append(present)
+    return tuple(groups)
+
+
+def resolve_norm_groups(norm_groups: str | Sequence[Sequence[str]] | None,
+                        layer_names: Sequence[str]) -> tuple[tuple[str, ...], ...]:
+    """Check ``norm_groups`` against the masked layers and return it as a tuple of groups."""
+    if norm_groups is None:
+        return ()
+    if isinstance(norm_groups, str):
+        if norm_groups != "qkv":
+            raise ValueError(f"norm_groups must be None, 'qkv' or a sequence of groups of layer "
+                             f"names, got {norm_groups!r}")
+        groups = qkv_groups(layer_names)
+        if not groups:
+            raise ValueError(f"norm_groups='qkv' found no q/k/v projections among the masked "
+                             f"layers {list(layer_names)[:20]}; name the groups explicitly")
+        return groups
+    if any(isinstance(group, str) for group in norm_groups):
+        raise ValueError(f"norm_groups: each group must be a list of layer names, not a string; "
+                         f"got {norm_groups!r} (wrap a single group in a list)")
+    groups = tuple(tuple(group) for group in norm_groups)
+    seen: set[str] = set()
+    for group in groups:
+        unknown = [name for name in group if name not in layer_names]
+        if not group or unknown:
+            raise ValueError(f"norm_groups: each group must be a non-empty list of masked layer "
+                             f"names; {group!r} has unknown names {unknown} (masked layers: "
+                             f"{list(layer_names)[:20]})")
+        repeated = seen.intersection(group)
+        if repeated:
+            raise ValueError(f"norm_groups: layers {sorted(repeated)} are in more than one group")
+        seen.update(group)
+    return groups
 
 
 def gdr_keep_probability(task_grad: torch.Tensor, anchor_grad: torch.Tensor,
@@ -220,15 +284,21 @@ def rank_layers_by_gradient(model: nn.Module, loss_fn: Callable[[nn.Module], tor
     equation="W_eff = W ⊙ 1[M > τ]; L_a = CE + w_m Σ‖M‖₂; g = [(1−λ) + λ·1(P > U)]·∂L_a/∂M, "
     "P = (sign(g_a)(g_a + g_b)/(|g_a| + |g_b| + ε) + 1)/2, g_b = ∂KL(z⁰‖z)/∂M",
     defaults=(
-        Default("scale (init of M, '1s')", 1e-2, "official modules/masklayers.py, train.py"),
-        Default("threshold τ", 5e-3, "official train.py"),
-        Default("w_m (mask norm weight)", 1e-4, "official train.py MASK.LOSS_WEIGHT"),
+        Default("scale (init of M, '1s')", 1e-2, "official configs/trainers/MASK/vit_b16.yaml "
+                "MASK.SCALE (train.py the same)"),
+        Default("threshold τ", 5e-3, "official vit_b16.yaml MASK.THRESHOLD (train.py the same)"),
+        Default("w_m (mask norm weight)", 1e-4, "official vit_b16.yaml MASK.LOSS_WEIGHT with "
+                "MASK_LOSS True (train.py's default 1e-6 has the mask loss off)"),
+        Default("norm_groups", None, "None: one norm per masked layer (official: one per "
+                "parameter; CLIP's fused in_proj_weight is one, as norm_groups='qkv')"),
         Default("λ (GDR)", 1.0, "official README (0.3 for 16-shot on most datasets)"),
         Default("T (distillation)", 1.0, "official MASK.GDR_T"),
         Default("optimiser", "Adam lr 8e-5, cosine, 30 epochs, batch 32",
                 "configs/trainers/MASK/vit_b16.yaml"),
     ),
-    variants=("mt: CE only", "r_mt: CE + mask norm", "r_amt: + gradient dropout (default)"),
+    variants=("mt: CE only", "r_mt: CE + mask norm (ours: the official no-GDR path never "
+              "steps)", "r_amt: + gradient dropout (default)", "norm_groups='qkv': one norm "
+              "over each attention's q, k, v", "masks on nn.Conv1d/2d/3d kernels"),
 )
 class MaskTuning(BinaryMaskHandle):
     """Handle of a mask-tuned model; build it with :meth:`apply`, train with :meth:`backward`.
@@ -238,10 +308,11 @@ class MaskTuning(BinaryMaskHandle):
 
     def __init__(self, model: nn.Module, layers: dict, saved: Sequence[nn.Module] = (), *,
                  variant: str = "r_amt", mask_loss_weight: float = 1e-4, gdr_lambda: float = 1.0,
-                 temperature: float = 1.0, gdr_generator: torch.Generator | None = None
-                 ) -> None:
+                 temperature: float = 1.0, gdr_generator: torch.Generator | None = None,
+                 norm_groups: tuple[tuple[str, ...], ...] = ()) -> None:
         super().__init__(model, layers, saved)
         self.variant = variant
+        self.norm_groups = norm_groups
         self.mask_loss_weight = mask_loss_weight if variant != "mt" else 0.0
         self.temperature = temperature
         self.gradient_dropout = (GradientDropout(gdr_lambda, generator=gdr_generator)
@@ -252,7 +323,8 @@ class MaskTuning(BinaryMaskHandle):
               variant: str = "r_amt", init: str = "ones", scale: float = 1e-2,
               threshold: float = 5e-3, mask_loss_weight: float = 1e-4, gdr_lambda: float = 1.0,
               temperature: float = 1.0, generator: torch.Generator | None = None,
-              modules_to_save: Sequence[str] | str = ()) -> MaskTuning:
+              modules_to_save: Sequence[str] | str = (),
+              norm_groups: str | Sequence[Sequence[str]] | None = None) -> MaskTuning:
         """Attach binary masks to ``target_modules`` of ``model`` (in place) and freeze the rest.
 
         Args:
@@ -268,16 +340,21 @@ class MaskTuning(BinaryMaskHandle):
             temperature: T of the distillation loss L_b.
             generator: random source of GDR's draws and of the ``"uniform"`` init.
             modules_to_save: modules trained in full alongside the masks.
+            norm_groups: layers whose scores share one L2 norm in the mask term — ``None``
+                (one norm per layer), ``"qkv"`` (each attention's separate q/k/v
+                projections, :func:`qkv_groups`) or explicit groups of masked layer names.
         """
         check_choice("variant", variant, VARIANTS)
         mask_loss_weight = check_range("mask_loss_weight", mask_loss_weight, 0.0)
         gdr_lambda = check_range("gdr_lambda", gdr_lambda, 0.0, 1.0)
         temperature = check_range("temperature", temperature, 0.0, low_inclusive=False)
+        groups = resolve_norm_groups(
+            norm_groups, [name for name, _ in find_mask_targets(model, target_modules)])
         return apply_binary_masks(  # type: ignore[return-value]
             model, target_modules=target_modules, init=init, scale=scale, threshold=threshold,
             generator=generator, modules_to_save=modules_to_save, handle_cls=cls,
             variant=variant, mask_loss_weight=mask_loss_weight, gdr_lambda=gdr_lambda,
-            temperature=temperature, gdr_generator=generator)
+            temperature=temperature, gdr_generator=generator, norm_groups=groups)
 
     @property
     def uses_gradient_dropout(self) -> bool:
@@ -285,10 +362,10 @@ class MaskTuning(BinaryMaskHandle):
         return self.gradient_dropout is not None
 
     def penalty(self) -> torch.Tensor:
-        """w_m · Σ_layers ‖M‖₂ (the mask term of L_a); zero for ``"mt"``."""
+        """w_m · Σ_groups ‖M_group‖₂ (the mask term of L_a); zero for ``"mt"``."""
         if self.mask_loss_weight == 0.0:
             return super().penalty()
-        return self.mask_loss_weight * self.mask_l2()
+        return self.mask_loss_weight * self.mask_l2(self.norm_groups)
 
     def backward(self, logits: torch.Tensor, target: torch.Tensor,
                  teacher_logits: torch.Tensor | None = None) -> dict[str, float]:

@@ -34,7 +34,9 @@ verbs; ``source_loss``) and object accuracy on the verbs the downstream task nev
 Arms: ``full_ft``; ``lora`` and ``pissa`` (rank 8, scale 1 — r = alpha as in the official
 script); ``ba_lora`` (PiSSA + the three terms); ``ba_lora_cons``, ``ba_lora_div``,
 ``ba_lora_svd`` (one term each: the ablation); ``pissa_ba_lr`` (a control: PiSSA at the learning
-rate BA-LoRA chose, so the regularisers are compared without the rate difference). All: AdamW
+rate BA-LoRA chose, so the regularisers are compared without the rate difference);
+``ba_lora_residual`` (BA-LoRA with PiSSA's residual model W − s·B₀A₀ as the consistency teacher,
+what the official scripts most likely load, at BA-LoRA's chosen rate and λ's). All: AdamW
 (weight decay 0, as the official script), cosine decay per step, every linear layer adapted in
 NLU, the q/k/v/o/up/down projections in NLG (embeddings and ``lm_head`` frozen, as the paper).
 Arms map onto the fine-tuning kit's (:data:`regzoo.repro.finetune.ARMS`; :data:`ADAPTER`).
@@ -102,12 +104,16 @@ from regzoo.train.distributed import local_only
 
 SETTINGS = ("nlu_digits", "nlg_toy")
 ARMS = ("full_ft", "lora", "pissa", "ba_lora", "ba_lora_cons", "ba_lora_div", "ba_lora_svd",
-        "pissa_ba_lr")
+        "pissa_ba_lr", "ba_lora_residual")
 SINGLE_TERM = {"ba_lora_cons": 0, "ba_lora_div": 1, "ba_lora_svd": 2}
 MATCHED_ARMS = ("lora", "pissa", "ba_lora")
-ADAPTER = {"pissa_ba_lr": "pissa", **dict.fromkeys(SINGLE_TERM, "ba_lora")}
+ADAPTER = {"pissa_ba_lr": "pissa", "ba_lora_residual": "ba_lora",
+           **dict.fromkeys(SINGLE_TERM, "ba_lora")}
 """Arms of this reproduction that are a kit arm (:data:`regzoo.repro.finetune.ARMS`) by another
-name: the control is PiSSA, the ablations are BA-LoRA with two of the three λ's at 0."""
+name: the control is PiSSA, the ablations are BA-LoRA with two of the three λ's at 0, and the
+residual-teacher arm is BA-LoRA with ``teacher="residual"``."""
+TEACHER = {"ba_lora_residual": "residual"}
+"""BA-LoRA's teacher per arm (:meth:`regzoo.methods.ba_lora.BALoRA.apply`); "pretrained" else."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,7 +181,8 @@ class BALoRAReproConfig(ReproConfig):
 
     @classmethod
     def tiny(cls) -> BALoRAReproConfig:
-        return cls(seeds=(0,), arms=("pissa", "ba_lora", "ba_lora_cons"), hidden=(16,),
+        return cls(seeds=(0,), arms=("pissa", "ba_lora", "ba_lora_cons", "ba_lora_residual"),
+                   hidden=(16,),
                    lambda_multipliers=(1.0,), pretrain_epochs=1, nlu_epochs=2,
                    nlu_lr_grid=(3e-3,), lm_d_model=16, lm_layers=1, lm_pretrain_sentences=64,
                    lm_pretrain_epochs=1, lm_down_sentences=32, nlg_epochs=2,
@@ -253,7 +260,7 @@ def adapt_arm(arm: str, model: nn.Module, *, rank: int, task: str,
               device: torch.device | str | None = None) -> Adapted:
     """Wrap ``model`` in place for ``arm`` (on the CPU), then move it to ``device``."""
     return adapt(model, ADAPTER.get(arm, arm), device=device, target_modules=targets,
-                 rank=rank, task=task, weights=weights)
+                 rank=rank, task=task, weights=weights, teacher=TEACHER.get(arm, "pretrained"))
 
 
 def arm_weights(arm: str, chosen: dict[str, float]) -> tuple[float, float, float]:
@@ -611,6 +618,7 @@ def sweep(config: BALoRAReproConfig, setting: str,
         chosen[arm]["multiplier"] = multiplier
     search("ba_lora", grid, lambda lr: (lr, arm_weights("ba_lora", multipliers)))
     chosen["pissa_ba_lr"] = {"lr": chosen["ba_lora"]["lr"]}
+    chosen["ba_lora_residual"] = dict(chosen["ba_lora"])
     match = 0.9 * min(chosen[a]["clean_val_accuracy"] for a in MATCHED_ARMS if a in chosen)
     return {"searches": searches, "chosen": chosen, "multipliers": multipliers,
             "match_accuracy": match}
@@ -630,7 +638,8 @@ class BALoRAReproduction(Reproduction):
                    ("source_loss", "source-task loss (forgetting)"))
     arm_labels = {"full_ft": "full FT", "lora": "LoRA", "pissa": "PiSSA", "ba_lora": "BA-LoRA",
                   "ba_lora_cons": "PiSSA + consistency", "ba_lora_div": "PiSSA + diversity",
-                  "ba_lora_svd": "PiSSA + SVD", "pissa_ba_lr": "PiSSA at BA-LoRA's lr"}
+                  "ba_lora_svd": "PiSSA + SVD", "pissa_ba_lr": "PiSSA at BA-LoRA's lr",
+                  "ba_lora_residual": "BA-LoRA, residual teacher"}
     # Not arms: the learning-rate searches and the matched-accuracy target depend on the arms
     # present, so adding one on --resume would change what earlier units were compared with.
     unit_axes = ("seeds",)
@@ -764,8 +773,9 @@ class BALoRAReproduction(Reproduction):
             "multiplier were chosen on a separate sweep seed by noisy validation accuracy; the "
             "paper's λ = (1e-4, 3e-4, 1e-4) is the multiplier 1. BA-LoRA uses the λ's each "
             "term chose alone. The official SVD term crashes (IndexError); ours is the paper's "
-            "per-example top-k share. The teacher is a frozen copy of the pretrained model, "
-            "not PiSSA's residual (what disable_adapter() gives)."
+            "per-example top-k share. BA-LoRA's teacher is a frozen copy of the pretrained "
+            "model (the paper); 'BA-LoRA, residual teacher' uses PiSSA's residual W − s·B₀A₀ "
+            "instead (what the official scripts most likely load; same learning rate and λ's)."
         )
 
 
@@ -779,7 +789,8 @@ class BALoRAReproduction(Reproduction):
             if base is None:
                 continue
             deltas = [f"{self.arm_labels[arm]} {value - base:+.3f}" for arm in
-                      ("ba_lora_cons", "ba_lora_div", "ba_lora_svd", "ba_lora", "pissa_ba_lr")
+                      ("ba_lora_cons", "ba_lora_div", "ba_lora_svd", "ba_lora", "pissa_ba_lr",
+                       "ba_lora_residual")
                       if (value := mean(setting, arm, metric)) is not None]
             if deltas:
                 sentences.append(f"{setting}: {metric} minus PiSSA's — " + ", ".join(deltas))

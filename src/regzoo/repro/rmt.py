@@ -17,14 +17,18 @@ This is our own text analogue of the paper's CLIP few-shot experiment, not the p
 * **Arms**: ``zero_shot``; ``linear_probe`` (logistic regression on the frozen, standardised
   embeddings of the 32 shots, scikit-learn defaults); ``lora`` (rank 4 on the same 24 layers,
   :func:`regzoo.adapters.apply_low_rank`, CE, Adam ``lora_lr``); ``r_mt`` (masks, CE + mask
-  norm, no gradient dropout); ``r_amt`` (+ gradient dropout towards the zero-shot logits with
-  λ = 0.3, the official value for 16 shots).
+  norm, no gradient dropout: a working variant of ours, since the official trainer with GDR off
+  never steps, ``trainers/masktuning.py`` l. 323–325); ``r_amt`` (+ gradient dropout towards the
+  zero-shot logits with λ = 0.3, the official value for 16 shots). One mask norm per layer
+  (MiniLM's q, k, v are separate layers; CLIP's fused ``in_proj_weight`` would share one norm:
+  ``norm_groups="qkv"``).
 * **Training**: minibatches of 8 drawn without replacement from the 32 shots (epoch-wise
   permutations), Adam at a constant ``lr`` = 2e-4, 100 steps. Training steps run MiniLM's own
   dropout (0.1, ``train_dropout``): the gradient noise that image augmentation (random resized
   crops, flips) gives the paper, which keeps Adam from flipping every mask with a steady-sign
   gradient (spec §5: the reproduction needs minibatch noise plus augmentation). Mask scores
-  start at 1e-2 with τ = 5e-3 and w_m = 1e-4 (official). The official lr 8e-5 with a cosine
+  start at 1e-2 with τ = 5e-3 and w_m = 1e-4 (official ``vit_b16.yaml``). The official lr 8e-5
+  with a cosine
   schedule over our ~100 steps moves a score by at most Σ lr ≈ 4.8e-3 < scale − τ: no mask
   could ever flip (the paper's datasets give 150–15 000 steps). lr·steps, not the loss, sets
   how many masks flip (spec §2), so lr 2e-4 (the top of the spec's range) gives
@@ -417,7 +421,11 @@ class RMTReproduction(Reproduction):
             "noise beyond the minibatch; stopped after 4 units) masked 10.1%, 11.1% and 8.2% "
             "of the attention weights with R-AMT on seeds 0-2 (test accuracy 0.700, 0.595, "
             "0.655; probe 0.96, 0.87, 0.96): without augmentation-like noise Adam flips every "
-            "mask whose gradient sign is steady, as the spec warned; this run keeps dropout on.")
+            "mask whose gradient sign is steady, as the spec warned; this run keeps dropout on. "
+            "R-MT (no GDR) is our working variant: the official trainer runs its backward and "
+            "optimiser step only when GDR is on, so its own R-MT path never changes a mask. One "
+            "mask norm per layer (q, k, v separate; the official CLIP ViT fuses them into one "
+            "norm, norm_groups='qkv').")
 
 
 def step_timing(config: RMTReproConfig, *, repeats: int = 5, inner: int = 2,
