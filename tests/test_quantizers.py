@@ -97,6 +97,19 @@ def test_vector_quantizer_nearest_cosine_code_and_losses():
     assert z.grad is not None and bool(torch.isfinite(z.grad).all())
 
 
+def test_euclidean_vector_quantizer_is_plain_vq_vae():
+    torch.manual_seed(2)
+    vq = VectorQuantizer(16, 3, beta=1.0, estimator="straight_through", metric="euclidean")
+    assert float(vq.embedding.abs().max()) <= (3 / 3) ** 0.5
+    z = torch.randn(10, 3, requires_grad=True)
+    out = vq(z)
+    brute = torch.cdist(z.detach(), vq.embedding.detach()).argmin(-1)
+    assert torch.equal(out.indices, brute)
+    torch.testing.assert_close(out.z_q, vq.embedding.detach()[brute])
+    out.z_hat.sum().backward()
+    torch.testing.assert_close(z.grad, torch.ones(10, 3))
+
+
 def test_vector_quantizer_affinity_is_minus_squared_distance_of_unit_vectors():
     vq = VectorQuantizer(8, 3)
     z = torch.randn(5, 3)
@@ -123,6 +136,7 @@ def test_usage_and_perplexity_closed_forms():
     (lambda: VectorQuantizer(1, 4), ValueError, "num_codes"),
     (lambda: VectorQuantizer(8, 4, estimator="gumbel"), ValueError, "estimator"),
     (lambda: VectorQuantizer(8, 4, beta=-1.0), ValueError, "beta"),
+    (lambda: VectorQuantizer(8, 4, metric="l1"), ValueError, "metric"),
     (lambda: VectorQuantizer(8, 4)(torch.zeros(2, 5)), ValueError, "dim = 4"),
     (lambda: codebook_usage(torch.tensor([], dtype=torch.long), 4), ValueError, "empty"),
 ])

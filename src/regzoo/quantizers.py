@@ -18,7 +18,9 @@ Two methods regularise a discrete latent space and share these layers:
 - :class:`VectorQuantizer` — VQ with an l2-normalised (cosine) codebook as GigaTok (Xiong et
   al. 2025, arXiv 2504.08736; official ``vq_vit_model.py``, after LlamaGen): z and the K codes
   are unit vectors, the nearest code by cosine; L_q as above, L_c = β·mean(z − sg(z_q))², both
-  element means (the official code), β = 0.25.
+  element means (the official code), β = 0.25. ``metric="euclidean"`` is plain VQ-VAE (no
+  normalisation, codes uniform in ±√(3/dim) as QLAE's ``vector_quantized.py``): QLAE's
+  vector-quantisation ablation.
 
 Gradient estimators (``estimator=``): ``"straight_through"`` (van den Oord et al. 2017),
 ẑ = z + sg(z_q − z), so ∂ẑ/∂z = I; ``"rotation"`` (Fifty et al., "Restructuring Vector
@@ -45,6 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 ESTIMATORS = ("straight_through", "rotation")
+METRICS = ("cosine", "euclidean")
 
 
 @dataclass
@@ -145,11 +148,13 @@ class VectorQuantizer(nn.Module):
         dim: code dimension (the last dimension of the latents).
         beta: β of the commitment loss (0.25 officially).
         estimator: ``"rotation"`` (GigaTok's configs) or ``"straight_through"``.
+        metric: ``"cosine"`` (unit latents and codes) or ``"euclidean"`` (plain VQ-VAE).
         chunk_size: rows per distance block (memory bound for large K).
     """
 
     def __init__(self, num_codes: int, dim: int, *, beta: float = 0.25,
-                 estimator: str = "rotation", chunk_size: int = 4096) -> None:
+                 estimator: str = "rotation", metric: str = "cosine",
+                 chunk_size: int = 4096) -> None:
         super().__init__()
         if not isinstance(num_codes, int) or num_codes < 2:
             raise ValueError(f"num_codes must be an integer ≥ 2, got {num_codes!r}")
@@ -159,36 +164,43 @@ class VectorQuantizer(nn.Module):
             raise ValueError(f"beta must be a finite number ≥ 0, got {beta}")
         if estimator not in ESTIMATORS:
             raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
+        if metric not in METRICS:
+            raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
         if not isinstance(chunk_size, int) or chunk_size < 1:
             raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
         self.num_codes, self.dim, self.beta = num_codes, dim, beta
-        self.estimator, self.chunk_size = estimator, chunk_size
-        # LlamaGen's init: uniform(−1/K, 1/K), then used through l2 normalisation.
-        self.embedding = nn.Parameter(torch.empty(num_codes, dim).uniform_(-1 / num_codes,
-                                                                            1 / num_codes))
+        self.estimator, self.metric, self.chunk_size = estimator, metric, chunk_size
+        # LlamaGen's init: uniform(−1/K, 1/K), then used through l2 normalisation; QLAE's
+        # VQ-VAE draws uniform(±√(3/dim)).
+        limit = 1 / num_codes if metric == "cosine" else math.sqrt(3 / dim)
+        self.embedding = nn.Parameter(torch.empty(num_codes, dim).uniform_(-limit, limit))
+
+    def _prepare(self, z: torch.Tensor) -> torch.Tensor:
+        return F.normalize(z, dim=-1) if self.metric == "cosine" else z
 
     def codebook(self) -> torch.Tensor:
-        """The l2-normalised (K, dim) codebook."""
-        return F.normalize(self.embedding, dim=-1)
+        """The (K, dim) codebook, l2-normalised under the cosine metric."""
+        return self._prepare(self.embedding)
 
     def affinity(self, z: torch.Tensor) -> torch.Tensor:
-        """−‖ẑ_i − e_j‖² for unit ẑ and codes e: the logits of GigaTok's entropy loss (N, K)."""
-        flat = F.normalize(z.reshape(-1, self.dim), dim=-1)
+        """−‖ẑ_i − e_j‖² (unit ẑ and e under cosine): GigaTok's entropy-loss logits (N, K)."""
+        flat = self._prepare(z.reshape(-1, self.dim))
         codes = self.codebook().to(flat.dtype)
         return -(flat.pow(2).sum(-1, keepdim=True) - 2 * flat @ codes.t()
                  + codes.pow(2).sum(-1))
 
     def nearest(self, z: torch.Tensor) -> torch.Tensor:
-        """Index of the nearest unit code to each unit latent row (cosine), chunked."""
-        flat = F.normalize(z.detach().reshape(-1, self.dim), dim=-1)
+        """Index of the nearest code to each latent row (ties: the lower index), chunked."""
+        flat = self._prepare(z.detach().reshape(-1, self.dim))
         codes = self.codebook().detach().to(flat.dtype)
-        return torch.cat([(chunk @ codes.t()).argmax(-1)
+        squared = codes.pow(2).sum(-1)
+        return torch.cat([(squared - 2 * chunk @ codes.t()).argmin(-1)
                           for chunk in flat.split(self.chunk_size)]).reshape(z.shape[:-1])
 
     def forward(self, z: torch.Tensor) -> Quantized:
         """Quantise latents (…, dim); indices (…) select rows of :meth:`codebook`."""
         _check_latents("z", z, self.dim, "dim")
-        z_unit = F.normalize(z, dim=-1)
+        z_unit = self._prepare(z)
         indices = self.nearest(z_unit)
         z_q = F.embedding(indices, self.codebook()).to(z.dtype)
         if self.estimator == "rotation":

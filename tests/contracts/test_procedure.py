@@ -78,8 +78,41 @@ def _gifd(device, checkpoint=None, resume=False, epochs=3, init_seed=0, **config
     return result, torch.nn.ParameterList([torch.nn.Parameter(result.stage_images)])
 
 
-EXAMPLES = {"stn": (_stn, {"epochs": 0}), "adapt_unlearn": (_adapt_unlearn, {"num_adapted": 0}),
-            "gifd": (_gifd, {"radii": -1.0})}
+def _coherentgs(device, checkpoint=None, resume=False, epochs=3, init_seed=0, **config):
+    from regzoo.data.views import multiview_scene
+    from regzoo.methods.coherentgs import CoherentGSConfig, SparseViews, fit_coherentgs
+
+    scene = multiview_scene(0, height=8, width=8)
+    views = SparseViews(scene.train_images.to(device), scene.train_cameras,
+                        scene.mono_depth.to(device), scene.depth_layers.to(device),
+                        {k: v.to(device) for k, v in scene.flows.items()},
+                        {k: v.to(device) for k, v in scene.flow_masks.items()})
+    # One phase-1 epoch, then phase 2; a schedule that does not depend on the run's length, so
+    # a shorter run is the prefix of a longer one. init_seed seeds the decoders.
+    options = {"iterations": 2 * (epochs - 1), "phase_one_iterations": 2, "steps_per_epoch": 2,
+               "refresh_every": 1, "ngf_depth": 2, "ngf_opacity": 2, "multisample_start": 1.0,
+               "tv_ramp_start": 1.0, "init_seed": init_seed, **config}
+    result = fit_coherentgs(views, config=CoherentGSConfig(**options), checkpoint_path=checkpoint,
+                            resume=resume, progress=False)
+    return result, result.model
+
+
+def _latent_quantization(device, checkpoint=None, resume=False, epochs=3, init_seed=0,
+                         **config):
+    from regzoo.methods.latent_quantization.qlae import LatentAutoencoder, QLAEConfig, fit_qlae
+
+    images = (torch.rand(16, 1, 4, 4, generator=torch.Generator().manual_seed(0)) > 0.5).float()
+    torch.manual_seed(init_seed)
+    model = LatentAutoencoder(16, 3, hidden=(8,))
+    result = fit_qlae(model, images.to(device), config=QLAEConfig(epochs=epochs, batch_size=8,
+                                                                    **config),
+                      checkpoint_path=checkpoint, resume=resume, progress=False)
+    return result, result.model
+
+
+EXAMPLES = {"latent_quantization": (_latent_quantization, {"clip": -1.0}),
+            "stn": (_stn, {"epochs": 0}), "adapt_unlearn": (_adapt_unlearn, {"num_adapted": 0}),
+            "gifd": (_gifd, {"radii": -1.0}), "coherentgs": (_coherentgs, {"tv_weight": -1.0})}
 """Per slug: the tiny run (``init_seed`` seeds the network's initialisation) and config options
 that are invalid (refused before training)."""
 
