@@ -170,8 +170,10 @@ class LatentQuantizationReproduction(Reproduction):
         steps_per_epoch = math.ceil(len(images) / config.batch_size)
         options = dataclasses.replace(options, epochs=math.ceil(config.steps / steps_per_epoch),
                                       seed=unit.seed)
+        # About 20 checkpoints per run: an epoch is a few steps, a checkpoint costs many.
         result = fit_qlae(model.to(env.device), images, config=options,
-                          checkpoint_path=env.checkpoint_path, resume=env.resume,
+                          checkpoint_path=env.checkpoint_path,
+                          checkpoint_every=max(1, options.epochs // 20), resume=env.resume,
                           progress=env.progress, log=env.log)
         latents = encode(model, images).reshape(len(images), -1).cpu().numpy()
         if config.eval_samples is not None and config.eval_samples < len(latents):

@@ -245,8 +245,8 @@ class QLAEResult:
 def fit_qlae(model: LatentAutoencoder, images: torch.Tensor, *,
              config: QLAEConfig | None = None, labels: torch.Tensor | None = None,
              evaluate: Callable[[nn.Module, int], dict[str, float]] | None = None,
-             eval_every: int = 1, checkpoint_path: str | None = None, resume: bool = False,
-             progress: bool | None = None,
+             eval_every: int = 1, checkpoint_path: str | None = None,
+             checkpoint_every: int = 1, resume: bool = False, progress: bool | None = None,
              log: Callable[[dict[str, float]], None] | None = None) -> QLAEResult:
     """Train ``model`` to reconstruct ``images`` (values in [0, 1]) with the QLAE recipe.
 
@@ -260,6 +260,8 @@ def fit_qlae(model: LatentAutoencoder, images: torch.Tensor, *,
         config: :class:`QLAEConfig`.
         labels: optional (N,) integer labels carried in the batches (unused by the loss).
         evaluate, eval_every: metrics of the model every ``eval_every`` epochs.
+        checkpoint_path, checkpoint_every, resume: as :func:`regzoo.train.fit` (an epoch of
+            768 images is 6 steps: checkpoint every few dozen epochs, not every one).
     """
     config = config or QLAEConfig()
     if not isinstance(model, LatentAutoencoder):
@@ -289,7 +291,8 @@ def fit_qlae(model: LatentAutoencoder, images: torch.Tensor, *,
     batches = TensorBatches(images, labels, config.batch_size, seed=config.seed)
     history = fit(model, batches, step, optimizer, epochs=config.epochs, evaluate=evaluate,
                   eval_every=eval_every, after_backward=clip_weights,
-                  checkpoint_path=checkpoint_path, resume=resume, progress=progress,
+                  checkpoint_path=checkpoint_path, checkpoint_every=checkpoint_every,
+                  resume=resume, progress=progress,
                   desc="qlae", log=log)
     return QLAEResult(model=model, history=history)
 
