@@ -95,13 +95,19 @@ def _build(criterion_card, transform_card):
     return model, teacher, handle, criterion, make_optimizer(handle), update
 
 
-def _train(criterion_card, transform_card, *, use_objective, steps=STEPS_TAKEN, state=None):
-    model, teacher, handle, criterion, optimizer, update = _build(criterion_card,
-                                                                  transform_card)
+def _objective(transform_card, handle, teacher, criterion):
+    """The transform's terms and one Objective holding the criterion and them."""
     terms = TERMS.get(transform_card.slug, _plain_terms)(handle, teacher)
     objective = Objective().add("criterion", criterion)
     for name, term in terms.items():
         objective.add(name, term)
+    return terms, objective
+
+
+def _train(criterion_card, transform_card, *, use_objective, steps=STEPS_TAKEN, state=None):
+    model, teacher, handle, criterion, optimizer, update = _build(criterion_card,
+                                                                  transform_card)
+    terms, objective = _objective(transform_card, handle, teacher, criterion)
     if state is not None:
         model.load_state_dict(state["model"])
         objective.load_state_dict(state["objective"])
@@ -162,10 +168,7 @@ def test_a_state_dict_round_trip_continues_exactly(criterion_card, transform_car
              "optimizer": first[4].state_dict()}
     model, teacher, handle, criterion, optimizer, update = _build(criterion_card,
                                                                   transform_card)
-    terms = TERMS.get(transform_card.slug, _plain_terms)(handle, teacher)
-    objective = Objective().add("criterion", criterion)
-    for name, term in terms.items():
-        objective.add(name, term)
+    _, objective = _objective(transform_card, handle, teacher, criterion)
     model.load_state_dict(state["model"])
     objective.load_state_dict(state["objective"])
     optimizer.load_state_dict(state["optimizer"])

@@ -73,8 +73,23 @@ def _holobeam():
                                                                device=device)}
 
 
+def _pnp_mimo():
+    from regzoo.methods.pnp_mimo import NearFieldMIMO, pnp_csalsa
+
+    op = NearFieldMIMO.x_array(3, (4, 4, 6))
+    rng = np.random.default_rng(0)
+    y = op(rng.standard_normal((4, 4, 6)) + 1j * rng.standard_normal((4, 4, 6)))
+    re, im = y.real.copy(), y.imag.copy()
+    return {"shape": "function",
+            "run": lambda a, b: pnp_csalsa(a + 1j * b, op, "l1", 0.05, alpha=0.01, K=5.0,
+                                           max_iter=5).magnitude,
+            "inputs": (re, im),
+            "bad": [((re[:2], im[:2]), ValueError, "y"),
+                    ((re * np.nan, im), ValueError, "y")]}
+
+
 EXAMPLES = {"colide": _colide, "more_is_better": _more_is_better, "sparse_ot": _sparse_ot,
-            "hyde": _hyde, "holobeam": _holobeam}
+            "hyde": _hyde, "holobeam": _holobeam, "pnp_mimo": _pnp_mimo}
 
 
 def _example(card, shape):
