@@ -127,8 +127,9 @@ def main(argv: list[str] | None = None) -> int:
             means, covars, viewmat, k[None], 32, 32, eps2d=0.3)
         inv = torch.linalg.inv(c2)
         diff = (conics[0] - torch.stack([inv[:, 0, 0], inv[:, 0, 1], inv[:, 1, 1]], -1)).abs()
+        offset = (g2[0] - m2).abs().max().detach()
         print(f"projection: gsplat / regzoo time = {t['gsplat'] / t['ours']:.2f}×; max |Δmean| "
-              f"{float((g2[0] - m2).abs().max()):.2e} px, max |Δconic| {float(diff.max()):.2e}")
+              f"{float(offset):.2e} px, max |Δconic| {float(diff.max().detach()):.2e}")
 
     flows, masks = views.flow_tensor()
     vanilla = FreeGaussians(views, gaussians[0].detach(), scene.train_images.reshape(-1, 3),
