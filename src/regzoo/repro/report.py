@@ -90,7 +90,8 @@ def result_markdown(repro: Reproduction, result: Mapping[str, Any]) -> str:
                   "| arm | " + " | ".join(metrics) + " |",
                   "|---|" + "---|" * len(metrics)]
         for arm, values in _in_display_order(repro, arms):
-            label = repro.arm_labels.get(arm, arm)
+            # A label may hold "|" (PnP-MIMO's "TV on |x|"): escaped, it stays one table cell.
+            label = repro.arm_labels.get(arm, arm).replace("|", "\\|")
             cells = [_pm(values[m]) if m in values else "–" for m in metrics]
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines.append("")
