@@ -39,7 +39,6 @@ run). Cost over the AE: one n_z × n_v distance per example and two n_z-element 
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -50,21 +49,13 @@ from torch import nn
 
 from regzoo.core.compose import LossBreakdown
 from regzoo.data.batches import TensorBatches
+from regzoo.models.small import MLP
 from regzoo.quantizers import ScalarQuantizer, VectorQuantizer
 from regzoo.registry import Default, register
 from regzoo.train.loop import History, fit
 
 LATENTS = ("quantized", "global", "frozen", "vector", "continuous", "gaussian")
 DISCRETE_LATENTS = ("quantized", "global", "frozen", "vector")
-
-
-def _mlp(sizes: Sequence[int]) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(itertools.pairwise(sizes)):
-        layers.append(nn.Linear(a, b))
-        if i < len(sizes) - 2:
-            layers.append(nn.ReLU())
-    return nn.Sequential(*layers)
 
 
 @dataclasses.dataclass
@@ -102,8 +93,8 @@ class LatentAutoencoder(nn.Module):
         pre = {"gaussian": 2 * num_latents, "vector": num_latents * vq_dim}.get(latent,
                                                                                num_latents)
         post = num_latents * vq_dim if latent == "vector" else num_latents
-        self.encoder = _mlp([input_dim, *hidden, pre])
-        self.decoder = _mlp([post, *reversed(tuple(hidden)), input_dim])
+        self.encoder = MLP(input_dim, pre, hidden=tuple(hidden))
+        self.decoder = MLP(post, input_dim, hidden=tuple(reversed(tuple(hidden))))
         self.quantizer: nn.Module | None = None
         if latent in ("quantized", "global", "frozen"):
             self.quantizer = ScalarQuantizer(num_latents, num_values, shared=latent == "global",
