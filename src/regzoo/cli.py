@@ -260,8 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("slug")
     p.set_defaults(func=_cmd_info)
 
-    p = sub.add_parser("repro", help="run a method's reproduction of its paper's claim")
-    p.add_argument("slug")
+    p = sub.add_parser("repro", help="run a method's reproduction of its paper's claim "
+                                      "(or a cross-method study: compose)")
+    p.add_argument("slug", help="a method's slug (regzoo list) or a study: compose")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--tiny", action="store_true", help="smoke size (seconds)")
     size.add_argument("--quick", action="store_true", help="default: ≤ 2 minutes on 2 cores")

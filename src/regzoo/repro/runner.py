@@ -58,10 +58,17 @@ SCHEMA_VERSION = 1
 logger = logging.getLogger(__name__)
 
 
+STUDIES = {"compose": "ELR, PS-KD and Weight Compander alone, in pairs and all three in one "
+                      "training run (regzoo's composition claim)"}
+"""Reproductions that span several methods: no card of their own, a result like any method's."""
+
+
 def load_reproduction(slug: str) -> Reproduction:
-    """The :class:`Reproduction` of ``slug`` (module ``regzoo.repro.<slug>``)."""
-    method = card(slug)
-    if not method.implemented:
+    """The :class:`Reproduction` of ``slug``, a method or a :data:`STUDIES` entry.
+
+    Its module is ``regzoo.repro.<slug>``.
+    """
+    if slug not in STUDIES and not card(slug).implemented:
         raise ValueError(f"{slug!r} is planned, not implemented yet: it has no reproduction")
     try:
         module = importlib.import_module(f"regzoo.repro.{slug}")
@@ -226,6 +233,19 @@ def _rounded(values: Sequence[float]) -> list[float]:
 
 def _rounded_curves(curves: Mapping[str, Sequence[float]]) -> dict[str, list[float]]:
     return {name: _rounded(values) for name, values in curves.items()}
+
+
+def _committed_status(slug: str) -> str:
+    """The status line of ``slug``'s committed full result (a study's: from its result file)."""
+    if slug not in STUDIES:
+        return card(slug).status_line()
+    path = results_dir() / slug / "result.json"
+    if not path.is_file():
+        return "implemented"
+    from regzoo.repro.claims import status_line
+
+    result = json.loads(path.read_text())
+    return status_line(result) + (" · stale" if result_changes(result) else "")
 
 
 def _default_out(slug: str, mode: str, resume: bool) -> Path:
@@ -395,7 +415,7 @@ def run_reproduction(
     smoke = len(config.seeds) < MIN_SEEDS
     # A smoke run quotes the committed full result's status (its card shows "implemented" when
     # there is none).
-    committed_status = card(slug).status_line() if smoke else None
+    committed_status = _committed_status(slug) if smoke else None
     if committed_status in ("implemented", "planned"):
         committed_status = None
 
