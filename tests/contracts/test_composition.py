@@ -274,6 +274,7 @@ def test_a_criterion_and_a_penalty_train_together_as_written_by_hand(criterion_c
 def _on_layer(slug):
     """Apply transform ``slug`` to one named layer of the model (its own targeting option)."""
     from regzoo.methods.ba_lora import BALoRA
+    from regzoo.methods.ftwt import FTWT
     from regzoo.methods.hag import HardAttentionGates
     from regzoo.methods.rmt import MaskTuning
     from regzoo.methods.sara import SaRA
@@ -284,6 +285,7 @@ def _on_layer(slug):
             "rmt": lambda model, name: MaskTuning.apply(model, target_modules=[name]),
             "sara": lambda model, name: SaRA.apply(model, target_modules=[name]),
             "sorsa": lambda model, name: SORSA.apply(model, target_modules=[name], rank=2),
+            "ftwt": lambda model, name: FTWT.apply(model, targets=[name]),
             }[slug]
 
 
@@ -310,7 +312,7 @@ TRANSFORM_PAIRS = [
 def test_every_transform_can_be_confined_to_a_layer_or_says_why_not():
     unknown = [s for s in (c.slug for c in TRANSFORMS)
                if s not in SELECTED_BY_TYPE and s not in ("ba_lora", "hag", "rmt", "sara",
-                                                         "sorsa")]
+                                                         "sorsa", "ftwt")]
     assert not unknown, f"add a one-layer recipe or a declared reason for {unknown}"
 
 
