@@ -334,12 +334,13 @@ PAPERS: dict[str, PaperEntry] = {
                 "architectures against quantization noise"
             ),
             year=2022,
-            arxiv=None,
+            arxiv="2208.14839",
             code_url="https://github.com/On-Point-RND/QuantNAS",
             venue="arXiv preprint",
             claim=(
-                "QuantNAS finds ×2 super-resolution nets whose test PSNR matches or beats "
-                "uniformly quantized fixed all-conv3×3 nets at equal or fewer BitOps (3 seeds)."
+                "QuantNAS's ×2 super-resolution nets are on or above the PSNR–BitOps front of "
+                "uniformly quantised fixed all-conv3×3 nets (PSNR minus the front at matched "
+                "BitOps, mean over λ_hw, ≥ 0; 5 seeds)."
             ),
         ),
         PaperEntry(

@@ -110,9 +110,25 @@ def _latent_quantization(device, checkpoint=None, resume=False, epochs=3, init_s
     return result, result.model
 
 
+def _quantnas(device, checkpoint=None, resume=False, epochs=3, init_seed=0, **config):
+    from regzoo.methods.quantnas import QuantNASConfig, QuantNASSuperNet, fit_quantnas
+
+    g = torch.Generator().manual_seed(0)
+    lr, hr = torch.rand(16, 1, 4, 4, generator=g), torch.rand(16, 1, 8, 8, generator=g)
+    torch.manual_seed(init_seed)
+    net = QuantNASSuperNet(channels=4, body_cells=1, body_layers=1).to(device)
+    # Schedules of a fixed length E = 3, so a shorter run is the prefix of a longer one.
+    options = {"warmup": 0, "batch_size": 8, "subsample": 1.0, "schedule_epochs": 3, **config}
+    result = fit_quantnas(net, lr.to(device), hr.to(device),
+                          config=QuantNASConfig(epochs=epochs, **options),
+                          checkpoint_path=checkpoint, resume=resume, progress=False)
+    return result, result.supernet
+
+
 EXAMPLES = {"latent_quantization": (_latent_quantization, {"clip": -1.0}),
             "stn": (_stn, {"epochs": 0}), "adapt_unlearn": (_adapt_unlearn, {"num_adapted": 0}),
-            "gifd": (_gifd, {"radii": -1.0}), "coherentgs": (_coherentgs, {"tv_weight": -1.0})}
+            "gifd": (_gifd, {"radii": -1.0}), "coherentgs": (_coherentgs, {"tv_weight": -1.0}),
+            "quantnas": (_quantnas, {"entropy_weight": -1.0})}
 """Per slug: the tiny run (``init_seed`` seeds the network's initialisation) and config options
 that are invalid (refused before training)."""
 
