@@ -213,6 +213,8 @@ NOT_ON_A_CLASSIFIER = {
     "nde_solver_reg": "its penalty reads the step trace of a neural-ODE solve: it composes with "
                       "a criterion on an ODE block's outputs, not on an MLP",
     "vgnn_ehr": "its KL acts on a VGNN's node encodings (mu, logvar of each code node)",
+    "gigatok": "it aligns a VQ tokenizer decoder's token grid with a frozen encoder's patch "
+               "features: it joins a tokenizer's reconstruction loss, not a classifier",
 }
 """Penalties that cannot meet the shared MLP classifier, and why (issue 23: declared)."""
 

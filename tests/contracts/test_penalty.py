@@ -100,8 +100,26 @@ def _nde_solver_reg(dtype, seed):
     return SolverHeuristicsPenalty("error"), (trace,), net, bad
 
 
+def _gigatok(dtype, seed):
+    """GigaTok's semantic regulariser on a linear "decoder" with a frozen linear teacher."""
+    from regzoo.methods.gigatok import SemanticRegularizer
+
+    torch.manual_seed(seed)
+    decoder = nn.Linear(3, 8).to(dtype)
+    teacher = nn.Linear(3, 6).to(dtype)
+    penalty = SemanticRegularizer(8, 6, teacher=teacher).to(dtype)
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, 16, 3, generator=g, dtype=dtype)
+    hidden = decoder(x)
+    bad = [((hidden[..., :5], x), ValueError, "hidden has width 5 but student_dim is 8"),
+           ((hidden[:, :6], x), ValueError, "not a square grid"),
+           ((hidden, x[:1]), ValueError, "hidden has batch 2")]
+    return penalty, (hidden, x), decoder, bad
+
+
 EXAMPLES = {"hessian_alignment": _hessian_alignment, "soft_equivariance": _soft_equivariance,
-            "dr_tune": _dr_tune, "vgnn_ehr": _vgnn_ehr, "nde_solver_reg": _nde_solver_reg}
+            "dr_tune": _dr_tune, "vgnn_ehr": _vgnn_ehr, "nde_solver_reg": _nde_solver_reg,
+            "gigatok": _gigatok}
 
 
 def _example(card, dtype=torch.float32, seed=0):
