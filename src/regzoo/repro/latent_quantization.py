@@ -15,20 +15,29 @@ decoder, Adam(W) lr 1e-3, batch 128, ``steps`` steps):
 - ``qlae_no_wd`` (decay 0), ``qlae_global`` (one shared codebook), ``qlae_frozen`` (fixed
   codebook values), ``qlae_vq`` (VQ-VAE: 8 vectors of 8 entries, 64 codes, λ_q = 1, λ_c = 0.25,
   no decay): the ablations the paper singles out;
-- ``beta_vae``: diagonal Gaussian, β = 4, no decay.
+- ``beta_vae``: diagonal Gaussian, β = 4, no decay;
+- ``infowgan_gp`` and ``qlinfowgan_gp``: the latent-reconstructing pair
+  (:mod:`regzoo.methods.latent_quantization.qlinfowgan`): an MLP generator 8-256-256-1024 and
+  an MLP critic 1024-256-256 with a value head and a latent head, WGAN-GP (λ_GP = 10) with the
+  InfoGAN latent regression (λ_I = 200), five critic steps per generator step, batch 64, Adam
+  lr 2·10⁻⁴, β = (0, 0.9), clip 1 and AdamW decay on the weights (10⁻⁴ for InfoWGAN-GP, whose
+  latent is U[0, 1)^8; 10⁻³ for QLInfoWGAN-GP, whose latent is drawn from the 10-value
+  codebooks and whose head is quantised, λ_q = λ_c = 0.01), ``gan_steps`` critic steps.
 
-Metrics on all 768 images (eval mode; codes for quantised arms, means for the AE/VAE): InfoM,
+Metrics on all 768 images (eval mode; codes for quantised arms, means for the AE/VAE, the
+latent head on the real images for the GANs, as the official ``train_gan.py``): InfoM,
 InfoC, InfoE (:func:`regzoo.methods.latent_quantization.infomec`, the official definitions),
 DCI (gradient-boosted importances, 80/20 split), pixel BCE, active latents; the curve is the
-training loss per epoch. The extra plot row shows the NMI matrices (sources × latents, seed
-mean) of every arm side by side.
+training loss per epoch (the critic loss for the GANs). The extra plot row shows the NMI
+matrices (sources × latents, seed mean) of every arm side by side.
 
 Claims (issue 17, fixed before any full run): headline — QLAE's InfoM exceeds the AE's by at
 least 0.10 (paired seeds); secondary — QLAE's reconstruction BCE is within 10 % of the AE's
 (log BCE, margin −ln 1.1), removing weight decay loses most of the gain (a derived arm at the
 per-seed midpoint of QLAE's and the AE's InfoM must be ≥ ``qlae_no_wd``'s, margin 0), QLAE's
 InfoM ≥ the global-codebook and the VQ ablations' (margin 0), QLAE's InfoE ≥ the AE's (margin
-0). Research before this reproduction measured AE InfoM ≈ 0.40 at 3 000 steps and had no
+0); QLInfoWGAN-GP's InfoM ≥ InfoWGAN-GP's (margin 0, fixed with the GAN arms before their full
+run). Research before this reproduction measured AE InfoM ≈ 0.40 at 3 000 steps and had no
 finished QLAE run: there is no anchor for the gain.
 """
 
@@ -52,6 +61,15 @@ from regzoo.methods.latent_quantization.qlae import (
     qlae_loss,
     qlae_param_groups,
 )
+from regzoo.methods.latent_quantization.qlinfowgan import (
+    InfoWGAN,
+    InfoWGANConfig,
+    build_optimizers,
+    critic_loss,
+    encode_real,
+    fit_qlinfowgan,
+    generator_loss,
+)
 from regzoo.repro.config import ReproConfig
 from regzoo.repro.protocol import (
     Claim,
@@ -64,12 +82,19 @@ from regzoo.repro.protocol import (
 from regzoo.train.timing import time_steps
 
 SETTING = "dsprites"
-ARMS = ("ae", "qlae", "qlae_no_wd", "qlae_global", "qlae_frozen", "qlae_vq", "beta_vae")
+ARMS = ("ae", "qlae", "qlae_no_wd", "qlae_global", "qlae_frozen", "qlae_vq", "beta_vae",
+        "infowgan_gp", "qlinfowgan_gp")
+GAN_ARMS = ("infowgan_gp", "qlinfowgan_gp")
+GAN_STEPS = 6000
+"""Critic steps of a GAN arm in ``--full``: 500 epochs of 12 batches. Pilots (seeds 0–4, one
+thread on a shared 2-core machine) took 67–152 s per run with its evaluation, 1 047 s for the
+10 units of the two GAN arms: ≈ 17.5 core-minutes of the 25 allowed."""
 LATENT_OF_ARM = {"ae": "continuous", "qlae": "quantized", "qlae_no_wd": "quantized",
                  "qlae_global": "global", "qlae_frozen": "frozen", "qlae_vq": "vector",
                  "beta_vae": "gaussian"}
 DECAYED_ARMS = ("qlae", "qlae_global", "qlae_frozen")
 """Arms with the paper's weight decay (the no-decay ablation, VQ-VAE, AE and β-VAE have none)."""
+GAN_LATENT_OF_ARM = {"infowgan_gp": "continuous", "qlinfowgan_gp": "quantized"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,10 +119,21 @@ class LatentQuantizationReproConfig(ReproConfig):
     beta: float = 4.0
     image_size: int = 32
     dci_train_fraction: float = 0.8
+    gan_steps: int = GAN_STEPS
+    """Critic steps of the GAN arms (a generator step follows every ``generator_period``-th)."""
+    gan_batch_size: int = 64
+    gan_lr: float = 2e-4
+    gan_betas: tuple[float, float] = (0.0, 0.9)
+    infowgan_weight_decay: float = 1e-4
+    qlinfowgan_weight_decay: float = 1e-3
+    gradient_penalty_weight: float = 10.0
+    info_weight: float = 200.0
+    generator_period: int = 5
     eval_samples: int | None = None
     """Images the metrics are computed on (a seeded subsample; None: all of them)."""
     positive_fields = ("steps", "batch_size", "num_values", "lr", "clip", "vq_codes", "vq_dim",
-                       "image_size")
+                       "image_size", "gan_steps", "gan_batch_size", "gan_lr",
+                       "generator_period")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -112,8 +148,8 @@ class LatentQuantizationReproConfig(ReproConfig):
 
     @classmethod
     def tiny(cls) -> LatentQuantizationReproConfig:
-        return cls(seeds=(0,), arms=("ae", "qlae", "qlae_no_wd"), steps=12, hidden=(16,),
-                   image_size=16, eval_samples=96)
+        return cls(seeds=(0,), arms=("ae", "qlae", "qlae_no_wd", *GAN_ARMS), steps=12,
+                   gan_steps=10, hidden=(16,), image_size=16, eval_samples=96)
 
     @classmethod
     def quick(cls) -> LatentQuantizationReproConfig:
@@ -141,18 +177,36 @@ def build_arm(config: LatentQuantizationReproConfig, arm: str, input_dim: int,
     return model, options
 
 
+def build_gan_arm(config: LatentQuantizationReproConfig, arm: str, input_dim: int,
+                  num_latents: int) -> tuple[InfoWGAN, InfoWGANConfig]:
+    """The GAN arm's model and training options (module docstring)."""
+    model = InfoWGAN(input_dim, num_latents, latent=GAN_LATENT_OF_ARM[arm], hidden=config.hidden,
+                     num_values=config.num_values)
+    decay = (config.qlinfowgan_weight_decay if arm == "qlinfowgan_gp"
+             else config.infowgan_weight_decay)
+    options = InfoWGANConfig(
+        epochs=1, batch_size=config.gan_batch_size, lr=config.gan_lr,
+        betas=tuple(config.gan_betas), weight_decay=decay, clip=config.clip,
+        generator_period=config.generator_period,
+        gradient_penalty_weight=config.gradient_penalty_weight, info_weight=config.info_weight,
+        quantization_weight=config.quantization_weight,
+        commitment_weight=config.commitment_weight)
+    return model, options
+
+
 class LatentQuantizationReproduction(Reproduction):
     """QLAE vs AE, β-VAE and the paper's ablations on mini-dSprites."""
 
     slug = "latent_quantization"
     config_type = LatentQuantizationReproConfig
     title = "Disentanglement via Latent Quantization (QLAE)"
-    plot_curves = (("train_loss", "training loss"),)
+    plot_curves = (("train_loss", "training loss"), ("critic_loss", "critic loss (GANs)"))
     curve_scales = {"train_loss": "log"}
     arm_labels = {"ae": "AE", "qlae": "QLAE", "qlae_no_wd": "QLAE, no weight decay",
                   "qlae_global": "QLAE, global codebook", "qlae_frozen": "QLAE, frozen values",
                   "qlae_vq": "VQ-VAE", "beta_vae": "β-VAE (β = 4)",
-                  "midpoint": "midpoint of QLAE and AE"}
+                  "midpoint": "midpoint of QLAE and AE", "infowgan_gp": "InfoWGAN-GP",
+                  "qlinfowgan_gp": "QLInfoWGAN-GP"}
     table_metrics = ("infom", "infoc", "infoe", "dci_d", "dci_c", "dci_i", "bce",
                      "active_latents")
     extra_row_label = "NMI (sources × latents), seed mean"
@@ -166,6 +220,8 @@ class LatentQuantizationReproduction(Reproduction):
         images = data.images.to(env.device)
         sources = data.factors.numpy()
         torch.manual_seed(unit.seed)
+        if unit.arm in GAN_ARMS:
+            return self._run_gan_unit(config, unit, env, images, sources)
         model, options = build_arm(config, unit.arm, images[0].numel(), 2 * sources.shape[1])
         steps_per_epoch = math.ceil(len(images) / config.batch_size)
         options = dataclasses.replace(options, epochs=math.ceil(config.steps / steps_per_epoch),
@@ -176,25 +232,32 @@ class LatentQuantizationReproduction(Reproduction):
                           checkpoint_every=max(1, options.epochs // 20), resume=env.resume,
                           progress=env.progress, log=env.log)
         latents = encode(model, images).reshape(len(images), -1).cpu().numpy()
-        if config.eval_samples is not None and config.eval_samples < len(latents):
-            keep = np.random.default_rng(unit.seed).choice(len(latents), config.eval_samples,
-                                                           replace=False)
-            sources, latents = sources[keep], latents[keep]
-        scores = infomec(sources, latents, discrete=model.discrete, seed=unit.seed)
-        disentanglement = dci(sources, latents.astype(np.float64),
-                              train_fraction=config.dci_train_fraction, seed=unit.seed)
+        metrics, nmi = _scores(config, unit, sources, latents, model.discrete)
         model.eval()
         with torch.no_grad():
             bce = float(qlae_loss(model, images).parts["bce"])
-        metrics = {"infom": scores.infom, "infoc": scores.infoc, "infoe": scores.infoe,
-                   "dci_d": disentanglement.disentanglement,
-                   "dci_c": disentanglement.completeness,
-                   "dci_i": disentanglement.informativeness, "bce": bce,
-                   "log_bce": math.log(bce), "active_latents": float(scores.active.sum()),
-                   "steps": float(options.epochs * steps_per_epoch)}
-        curves = {"train_loss": result.history.curve("train_loss"),
-                  "nmi": scores.nmi.ravel().tolist()}
+        metrics.update({"bce": bce, "log_bce": math.log(bce),
+                        "steps": float(options.epochs * steps_per_epoch)})
+        curves = {"train_loss": result.history.curve("train_loss"), "nmi": nmi}
         return UnitResult(metrics, curves)
+
+    def _run_gan_unit(self, config: LatentQuantizationReproConfig, unit: Unit, env: UnitEnv,
+                      images: torch.Tensor, sources: np.ndarray) -> UnitResult:
+        model, options = build_gan_arm(config, unit.arm, images[0].numel(),
+                                       2 * sources.shape[1])
+        steps_per_epoch = math.ceil(len(images) / config.gan_batch_size)
+        options = dataclasses.replace(
+            options, epochs=math.ceil(config.gan_steps / steps_per_epoch), seed=unit.seed)
+        result = fit_qlinfowgan(model.to(env.device), images, config=options,
+                                checkpoint_path=env.checkpoint_path,
+                                checkpoint_every=max(1, options.epochs // 20),
+                                resume=env.resume, progress=env.progress, log=env.log)
+        latents = encode_real(model, images).cpu().numpy()
+        metrics, nmi = _scores(config, unit, sources, latents, model.discrete)
+        metrics.update({"steps": float(options.epochs * steps_per_epoch),
+                        "generator_steps": float(result.generator_steps)})
+        return UnitResult(metrics, {"critic_loss": result.history.curve("train_loss"),
+                                    "nmi": nmi})
 
     def derived_arms(self, config: LatentQuantizationReproConfig,
                      records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -224,6 +287,12 @@ class LatentQuantizationReproduction(Reproduction):
                   "InfoE).", metric="infoe", setting=SETTING, method="qlae", baseline="ae",
                   margin=0.0),
         ]
+        if {"infowgan_gp", "qlinfowgan_gp"} <= set(config.arms):
+            claims.append(Claim(
+                statement="QLInfoWGAN-GP's InfoM is at least InfoWGAN-GP's (paper: latent "
+                "quantisation with weight decay also improves the InfoGAN's modularity).",
+                metric="infom", setting=SETTING, method="qlinfowgan_gp",
+                baseline="infowgan_gp", margin=0.0))
         if "qlae_no_wd" in config.arms:
             claims.append(Claim(
                 statement="Removing weight decay loses most of QLAE's InfoM gain over the AE: "
@@ -260,7 +329,10 @@ class LatentQuantizationReproduction(Reproduction):
 
     def timing(self, config: LatentQuantizationReproConfig, device: torch.device
                ) -> dict[str, Any]:
-        """A QLAE step (quantiser, clip, AdamW groups) vs an AE step, side by side."""
+        """A QLAE step vs an AE step, and a QLInfoWGAN-GP period vs an InfoWGAN-GP one.
+
+        A period is ``generator_period`` critic steps and one generator step; side by side.
+        """
         images = mini_dsprites(config.image_size).images[:config.batch_size].to(device)
         steps = {}
         for arm in ("ae", "qlae"):
@@ -281,9 +353,41 @@ class LatentQuantizationReproduction(Reproduction):
                 optimizer.step()
 
             steps[arm] = step
+        gan_images = mini_dsprites(config.image_size).images[:config.gan_batch_size].to(device)
+        for arm in GAN_ARMS:
+            torch.manual_seed(0)
+            gan, gan_options = build_gan_arm(config, arm, gan_images[0].numel(), 8)
+            gan.to(device)
+            critic_opt, generator_opt = build_optimizers(gan, gan_options)
+            rng = torch.Generator().manual_seed(0)
+
+            def gan_step(gan: InfoWGAN = gan, gan_options: InfoWGANConfig = gan_options,
+                         critic_opt: torch.optim.Optimizer = critic_opt,
+                         generator_opt: torch.optim.Optimizer = generator_opt,
+                         rng: torch.Generator = rng) -> None:
+                # One generator period: that many critic steps, then one generator step.
+                for _ in range(gan_options.generator_period):
+                    critic_opt.zero_grad()
+                    z = gan.sample_latents(len(gan_images), rng).detach()
+                    epsilon = torch.rand(len(gan_images), generator=rng).to(device)
+                    critic_loss(gan, gan_images, z, epsilon, gan_options).total.backward()
+                    torch.nn.utils.clip_grad_value_(critic_opt.param_groups[0]["params"],
+                                                    gan_options.clip)
+                    critic_opt.step()
+                generator_opt.zero_grad()
+                generator_loss(gan, gan.sample_latents(len(gan_images), rng),
+                               gan_options).total.backward()
+                torch.nn.utils.clip_grad_value_(generator_opt.param_groups[0]["params"],
+                                                gan_options.clip)
+                generator_opt.step()
+
+            steps[arm] = gan_step
         seconds = time_steps(steps, repeats=10, inner=3, warmup=3, device=device)
         return {"ae_step_seconds": seconds["ae"], "qlae_step_seconds": seconds["qlae"],
-                "qlae_over_ae": seconds["qlae"] / seconds["ae"]}
+                "qlae_over_ae": seconds["qlae"] / seconds["ae"],
+                "infowgan_period_seconds": seconds["infowgan_gp"],
+                "qlinfowgan_period_seconds": seconds["qlinfowgan_gp"],
+                "qlinfowgan_over_infowgan": seconds["qlinfowgan_gp"] / seconds["infowgan_gp"]}
 
     def note(self, config: LatentQuantizationReproConfig, claim: dict[str, Any],
              aggregate: dict[str, Any]) -> str:
@@ -302,8 +406,34 @@ class LatentQuantizationReproduction(Reproduction):
             "decoders on larger data). InfoMEC follows the official infomec.py (InfoE is an "
             "in-sample fit, as there); quantised arms are scored on their codes, the AE and "
             "β-VAE on their latent means. λ_q = λ_c = 0.01 from the paper's main configs (the "
-            "official dSprites config uses 0.001). No hyperparameter was tuned on these runs."
+            "official dSprites config uses 0.001). "
+            f"GAN arms: {config.gan_steps} critic steps of batch {config.gan_batch_size}, one "
+            f"generator step per {config.generator_period} (the paper: 2·10⁵ steps with the "
+            "conv critic and style generator), scored on the latent head applied to the real "
+            "images; they have no reconstruction, so no BCE. At this length the GANs' "
+            "decoupled decay shrinks weights by only lr·λ_wd·steps = "
+            f"{config.gan_lr * config.qlinfowgan_weight_decay * config.gan_steps:.1g} "
+            "(QLInfoWGAN-GP), so their comparison tests the quantised latent more than the "
+            "decay. No hyperparameter was tuned on these runs."
         )
+
+
+def _scores(config: LatentQuantizationReproConfig, unit: Unit, sources: np.ndarray,
+            latents: np.ndarray, discrete: bool) -> tuple[dict[str, float], list[float]]:
+    """InfoM/C/E, DCI and active latents of one unit's representation, and its NMI matrix."""
+    if config.eval_samples is not None and config.eval_samples < len(latents):
+        keep = np.random.default_rng(unit.seed).choice(len(latents), config.eval_samples,
+                                                       replace=False)
+        sources, latents = sources[keep], latents[keep]
+    scores = infomec(sources, latents, discrete=discrete, seed=unit.seed)
+    disentanglement = dci(sources, latents.astype(np.float64),
+                          train_fraction=config.dci_train_fraction, seed=unit.seed)
+    metrics = {"infom": scores.infom, "infoc": scores.infoc, "infoe": scores.infoe,
+               "dci_d": disentanglement.disentanglement,
+               "dci_c": disentanglement.completeness,
+               "dci_i": disentanglement.informativeness,
+               "active_latents": float(scores.active.sum())}
+    return metrics, scores.nmi.ravel().tolist()
 
 
 REPRODUCTION = LatentQuantizationReproduction()

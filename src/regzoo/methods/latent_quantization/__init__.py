@@ -2,6 +2,8 @@
 
 - :mod:`~regzoo.methods.latent_quantization.qlae`: the autoencoder with per-dimension scalar
   codebooks and its baselines/ablations, the loss, the optimiser groups, ``fit_qlae``;
+- :mod:`~regzoo.methods.latent_quantization.qlinfowgan`: QLInfoWGAN-GP and its InfoWGAN-GP
+  baseline (WGAN-GP with InfoGAN's latent regression), ``fit_qlinfowgan``;
 - :mod:`~regzoo.methods.latent_quantization.infomec`: InfoM, InfoC, InfoE and DCI.
 """
 
@@ -15,6 +17,16 @@ from regzoo.methods.latent_quantization.qlae import (
     qlae_loss,
     qlae_param_groups,
 )
+from regzoo.methods.latent_quantization.qlinfowgan import (
+    InfoWGAN,
+    InfoWGANConfig,
+    InfoWGANResult,
+    encode_real,
+    fit_qlinfowgan,
+    gradient_penalty,
+)
 
-__all__ = ["DCI", "InfoMEC", "LatentAutoencoder", "QLAEConfig", "QLAEResult", "dci", "encode",
-           "fit_qlae", "infoe", "infomec", "qlae_loss", "qlae_param_groups"]
+__all__ = ["DCI", "InfoMEC", "InfoWGAN", "InfoWGANConfig", "InfoWGANResult", "LatentAutoencoder",
+           "QLAEConfig", "QLAEResult", "dci", "encode", "encode_real", "fit_qlae",
+           "fit_qlinfowgan", "gradient_penalty", "infoe", "infomec", "qlae_loss",
+           "qlae_param_groups"]

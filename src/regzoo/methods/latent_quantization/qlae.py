@@ -215,7 +215,8 @@ class QLAEResult:
     kind="procedure",
     summary="Autoencode through a per-dimension scalar-quantised latent (learnable 10-value "
     "codebooks, straight-through) with strong weight decay on the networks' weights, so that "
-    "each latent dimension captures one factor (QLAE).",
+    "each latent dimension captures one factor (QLAE); the same latent in an InfoWGAN-GP "
+    "(QLInfoWGAN-GP).",
     equation="L = BCE(x̂, x) + λ_q·mean_j(sg(z_c,j) − z_q,j)² + λ_c·mean_j(z_c,j − sg(z_q,j))², "
     "z_q,j = V_j[argmin_m |z_c,j − V_j[m]|]; weights: clip(±1) then AdamW(decay λ_wd)",
     defaults=(
@@ -227,11 +228,25 @@ class QLAEResult:
         Default("lr", 1e-3, "official train_ae.yaml"),
         Default("batch_size", 128, "official train_ae.yaml"),
         Default("beta", 4.0, "β of the β-VAE baseline (issue 17)"),
+        Default("InfoWGANConfig.gradient_penalty_weight", 10.0,
+                "QLInfoWGAN-GP (qlinfowgan.py): official model_partial/*_gan.yaml gradient"),
+        Default("InfoWGANConfig.info_weight", 200.0,
+                "QLInfoWGAN-GP: official quantized_info_gan.yaml latent"),
+        Default("InfoWGANConfig.generator_period", 5,
+                "QLInfoWGAN-GP: official train_gan.yaml generator_step_period"),
+        Default("InfoWGANConfig.weight_decay", 1e-3,
+                "QLInfoWGAN-GP: official train_gan.yaml sweep l2 (InfoWGAN-GP: 1e-4, "
+                "info_gan.yaml)"),
+        Default("InfoWGANConfig.lr", 2e-4,
+                "QLInfoWGAN-GP: official train_gan.yaml, Adam β = (0, 0.9), batch 64"),
     ),
     variants=("latent='quantized' (QLAE)", "weight_decay=0 (ablation)",
               "latent='global' (one shared codebook)", "latent='frozen' (fixed values)",
               "latent='vector' (VQ-VAE)", "latent='continuous' (AE)",
-              "latent='gaussian' (β-VAE)"),
+              "latent='gaussian' (β-VAE)",
+              "qlinfowgan.fit_qlinfowgan, InfoWGAN(latent='quantized') (QLInfoWGAN-GP: "
+              "WGAN-GP + InfoGAN latent regression, codebook latents, quantised head)",
+              "qlinfowgan.fit_qlinfowgan, InfoWGAN(latent='continuous') (InfoWGAN-GP)"),
 )
 def fit_qlae(model: LatentAutoencoder, images: torch.Tensor, *,
              config: QLAEConfig | None = None, labels: torch.Tensor | None = None,
