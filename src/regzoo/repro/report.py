@@ -136,6 +136,10 @@ def _plot_title(result: Mapping[str, Any], width: int) -> str:
                       "curves: mean ± SE over seeds"])
 
 
+MAX_ARMS_IN_PANEL = 12
+"""Most arms whose legend fits inside a panel; more and it is drawn beside the panels."""
+
+
 def plot_result(repro: Reproduction, result: Mapping[str, Any], path: Path) -> None:
     """Mean ± SE over seeds of each of ``repro.plot_curves`` (rows) per setting (columns)."""
     try:
@@ -156,11 +160,14 @@ def plot_result(repro: Reproduction, result: Mapping[str, Any], path: Path) -> N
     config = repro.config_type.from_dict(result["run"]["config"])
     axis = {setting: repro.curve_x(config, setting) for setting in settings}
     extra = 1 if repro.extra_row_label else 0
+    drawn_arms = {arm for by_arm in curves.values() for arm in by_arm}
+    # Past a dozen arms the legend would cover the curves: it goes beside the panels instead.
+    beside = len(drawn_arms) > MAX_ARMS_IN_PANEL
     fig, axes = plt.subplots(len(rows) + extra, len(settings), dpi=110, squeeze=False,
-                             figsize=(3.6 * len(settings) + 0.8, 2.9 * (len(rows) + extra)))
+                             figsize=(3.6 * len(settings) + 0.8 + 3.4 * beside,
+                                      2.9 * (len(rows) + extra)))
     # One colour, line style and marker per arm across every panel (curves that overlap stay
     # distinguishable), and one legend naming every arm drawn.
-    drawn_arms = {arm for by_arm in curves.values() for arm in by_arm}
     order = [arm for arm, _ in _in_display_order(repro, dict.fromkeys(drawn_arms))]
     colours = {arm: f"C{i % 10}" for i, arm in enumerate(order)}
     styles = {arm: LINE_STYLES[i % len(LINE_STYLES)] for i, arm in enumerate(order)}
@@ -201,8 +208,10 @@ def plot_result(repro: Reproduction, result: Mapping[str, Any], path: Path) -> N
                 ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes[r][0].set_ylabel(label)
     # Before the extra row: a reproduction may redraw a panel there, legend included.
+    placement = ({"loc": "upper left", "bbox_to_anchor": (1.02, 1.0), "fontsize": 7,
+                  "ncol": 1 + len(handles) // 24} if beside else {"loc": "best", "fontsize": 8})
     axes[0][-1].legend(handles=[handles[a] for a, _ in _in_display_order(repro, handles)],
-                       loc="best", fontsize=8)
+                       **placement)
     if extra:
         for ax, setting in zip(axes[-1], settings):
             if repro.draw_extra_row(ax, setting, dict(result)):
