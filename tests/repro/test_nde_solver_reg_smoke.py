@@ -5,7 +5,11 @@ import math
 
 import pytest
 
-from regzoo.repro.nde_solver_reg import NdeSolverRegConfig, concentric_circles
+from regzoo.repro.nde_solver_reg import (
+    NdeSolverRegConfig,
+    NdeSolverRegReproduction,
+    concentric_circles,
+)
 from regzoo.repro.runner import run_reproduction, validate_result
 
 
@@ -13,29 +17,72 @@ def test_tiny_run_writes_valid_artefacts_with_every_arm_and_claim(tmp_path):
     result = run_reproduction("nde_solver_reg", "tiny", out=tmp_path / "run", jobs=1,
                               progress=False)
     validate_result(result)
-    aggregate = result["metrics"]["aggregate"]["circles"]
-    assert set(aggregate) == {"unreg", "ernode", "taynode"}
-    for arm in aggregate.values():
-        assert arm["test_nfe"]["mean"] >= 8 and 0 <= arm["test_acc"]["mean"] <= 1
-    assert aggregate["ernode"]["lambda0"]["mean"] == 10.0
+    aggregates = result["metrics"]["aggregate"]
+    assert set(aggregates) == {"circles", "digits", "spirals"}  # Tasks A, B and C
+    for setting, aggregate in aggregates.items():
+        assert set(aggregate) == {"unreg", "ernode", "taynode"}
+        quality = "test_mse" if setting == "spirals" else "test_acc"
+        for arm in aggregate.values():
+            assert arm["test_nfe"]["mean"] >= 8 and arm["train_nfe"]["mean"] >= 8
+            assert arm["seconds_per_epoch"]["mean"] > 0 and arm["test_accepted"]["mean"] >= 1
+            assert 0 < arm[quality]["mean"] <= (1 if quality == "test_acc" else 10)
+        assert aggregate["ernode"]["lambda0"]["mean"] == 10.0
+        search = json.loads((tmp_path / "run" / f"lambda_{setting}_ernode.json").read_text())
+        assert search["lambda0"] == 10.0 and set(search["scores"]) == {"10.0"}
     assert result["claim"]["metric"] == "log_test_nfe"
+    assert result["claim"]["setting"] == "circles"
     assert result["claim"]["margin"] == pytest.approx(math.log(1.4))
-    assert [c["metric"] for c in result["secondary_claims"]] == [
-        "test_acc", "log_train_seconds", "log_train_seconds"]
-    assert result["claim"]["verdict"] == "inconclusive"  # one seed
-    assert "ERNODE" in result["claim"]["note"]
-    search = json.loads((tmp_path / "run" / "lambda_circles_ernode.json").read_text())
-    assert search["lambda0"] == 10.0 and set(search["scores"]) == {"10.0"}
+    claims = [(c["setting"], c["metric"], c["method"], c["margin"])
+              for c in result["secondary_claims"]]
+    ln = math.log
+    assert claims == pytest.approx([
+        ("circles", "test_acc", "ernode", -0.01),
+        ("circles", "log_train_seconds", "ernode", -ln(1.1)),
+        ("circles", "log_train_seconds", "taynode", ln(2)),
+        ("digits", "log_test_nfe", "ernode", ln(1.4)),
+        ("digits", "test_acc", "ernode", -0.01),
+        ("digits", "log_train_seconds", "ernode", -ln(1.1)),
+        ("digits", "log_train_seconds", "taynode", ln(2)),
+        ("spirals", "log_test_nfe", "ernode", ln(1.4)),
+        ("spirals", "log_test_mse", "ernode", -ln(1.1)),
+        ("spirals", "log_train_seconds", "ernode", -ln(1.1)),
+        ("spirals", "log_train_seconds", "taynode", ln(2)),
+    ])
+    lower = {c["metric"] for c in result["secondary_claims"] if c["direction"] == "lower"}
+    assert lower == {"log_test_nfe", "log_test_mse", "log_train_seconds"}
+    assert {c["verdict"] for c in [result["claim"], *result["secondary_claims"]]} == {
+        "inconclusive"}  # one seed
+    assert "ERNODE" in result["claim"]["note"] and "Tasks B and C" in result["claim"]["note"]
+    assert (tmp_path / "run" / "nde_solver_reg.png").exists()
 
 
 def test_presets_and_config_checks():
     full = NdeSolverRegConfig.full()
     assert len(full.seeds) >= 5 and full.rtol == full.atol == 1e-6
     assert (full.steps, full.lr, full.hidden, full.method) == (300, 1e-2, 32, "dopri5")  # spec §5
-    assert full.settings == ("circles",)  # Tasks B and C: --set settings=... (budget)
+    assert full.settings == ("circles", "digits", "spirals")  # Tasks A, B, C
     assert set(full.arms) == {"unreg", "ernode", "srnode", "combined", "steer", "taynode",
                               "ernode_mean", "ernode_dt"}
     assert full.lambda_grid == (1.0, 10.0, 100.0) and full.lambda_decay == 10.0
+    assert full.lambda_grid_of("circles") == full.lambda_grid
+    assert full.lambda_grid_of("digits") == full.lambda_grid_of("spirals") == (
+        0.01, 0.1, 1.0, 10.0, 100.0)
+    # Tasks B and C: the six arms, no ablations; digits at the MNIST script's tolerance
+    six = ("unreg", "ernode", "srnode", "combined", "steer", "taynode")
+    assert full.arms_of("circles") == full.arms
+    assert full.arms_of("digits") == full.arms_of("spirals") == six
+    assert full.tolerances("circles") == full.tolerances("spirals") == (1e-6, 1e-6)
+    assert full.tolerances("digits") == (1.4e-8, 1.4e-8)
+    assert (full.digits_epochs, full.digits_hidden, full.digits_batch) == (10, 100, 128)
+    units = NdeSolverRegReproduction().units(full)
+    assert len(units) == 5 * 8 + 2 * 5 * 6
+    assert {u.arm for u in units if u.setting == "digits"} == set(six)
+    with pytest.raises(ValueError, match="circles"):
+        NdeSolverRegConfig(settings=("digits", "spirals"))
+    with pytest.raises(ValueError, match="task_bc_arms"):
+        NdeSolverRegConfig(task_bc_arms=("unreg", "steer"))
+    with pytest.raises(ValueError, match="task_bc_arms"):
+        NdeSolverRegConfig(task_bc_arms=("unreg", "ernode", "bogus"))
     with pytest.raises(ValueError, match="search_seed"):
         NdeSolverRegConfig(seeds=(0, 1000))
     with pytest.raises(ValueError, match="arms must include"):
