@@ -86,6 +86,7 @@ from torch import nn
 
 from regzoo.core.compose import LossBreakdown
 from regzoo.data.batches import TensorBatches
+from regzoo.methods.latent_quantization.qlae import check_images
 from regzoo.models.small import MLP
 from regzoo.quantizers import ScalarQuantizer
 from regzoo.train.loop import History, fit
@@ -372,13 +373,7 @@ def fit_qlinfowgan(model: InfoWGAN, images: torch.Tensor, *,
         raise TypeError(f"config must be an InfoWGANConfig, got {type(config).__name__}")
     if not isinstance(model, InfoWGAN):
         raise TypeError(f"model must be an InfoWGAN, got {type(model).__name__}")
-    if not isinstance(images, torch.Tensor) or not images.is_floating_point():
-        raise TypeError("images must be a floating tensor with values in [0, 1]")
-    if images.shape[0] == 0 or images[0].numel() != model.input_dim:
-        raise ValueError(f"images must be (N, …) with {model.input_dim} values per image and "
-                         f"N ≥ 1, got shape {tuple(images.shape)}")
-    if not bool(torch.isfinite(images).all()) or images.min() < 0 or images.max() > 1:
-        raise ValueError("images must be finite with values in [0, 1] (the generator's range)")
+    check_images(images, model.input_dim, "the generator's range")
     critic_opt, generator_opt = build_optimizers(model, config)
     critic_clipped = critic_opt.param_groups[0]["params"]
     generator_clipped = generator_opt.param_groups[0]["params"]
