@@ -252,6 +252,7 @@ def test_two_process_elr_plus_matches_single_process(tmp_path: Path) -> None:
     ("elr", [], {"ce", "elr", "elr_plus", "elr_wc"}),
     ("weight_compander", [], {"wd", "wc_fixed", "wc_learned", "weight_norm"}),
     ("pskd", ["--set", "settings=digits_sym40"], {"ce", "ls", "pskd", "pskd_elr"}),
+    ("compose", ["--set", "settings=digits_sym40"], {"ce", "elr", "pskd", "wc", "elr_pskd_wc"}),
 ])
 def test_torchrun_tiny_reproduction_completes(tmp_path: Path, slug: str, extra: list[str],
                                               arms: set[str]) -> None:
