@@ -512,7 +512,8 @@ def _stn_with(criterion_card, *, use_objective):
     result = fit_stn(net, space, TensorBatches(x[:N], y[:N], 8, seed=0),
                      TensorBatches(x[N:], y[N:], 8, seed=1),
                      config=STNConfig(epochs=3, warmup_epochs=1, hyper_lr=0.1),
-                     train_loss=train_loss, progress=False)
+                     train_loss=train_loss, on_epoch_start=objective.set_epoch,
+                     state={"objective": objective}, progress=False)
     return net, criterion, result, epochs_seen
 
 
@@ -534,9 +535,6 @@ EPOCH_CRITERIA = [c for c in CRITERIA if hasattr(c.obj, "set_epoch")]
 
 @pytest.mark.parametrize("criterion_card", EPOCH_CRITERIA, ids=lambda c: c.slug)
 @pytest.mark.filterwarnings("ignore:PS-KD has seen more than two epochs")
-@pytest.mark.xfail(strict=True, reason="fit_stn has no epoch hook, so a criterion that tracks "
-                   "epochs (PS-KD's α_t) stays at epoch 0 inside STN (issue 23; the fix adds "
-                   "on_epoch_start to fit_stn, in STN's result fingerprint, at its next re-run)")
 def test_stn_advances_the_epoch_of_a_criterion_that_tracks_it(criterion_card):
     *_, epochs_seen = _stn_with(criterion_card, use_objective=True)
     assert epochs_seen[-2:] == [1, 2]

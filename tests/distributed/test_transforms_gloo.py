@@ -31,16 +31,8 @@ TRANSFORMS = [c.slug for c in cards(kind="transform") if c.implemented]
 BATCH_COUPLED = {
     "ba_lora": "its regulariser reads the batch as a whole: the singular values of the batch's "
                "logit matrix and the batch-mean consistency term are not means over examples",
-    "rmt": "gradient dropout (GDR) keeps each parameter's update with a probability drawn from "
-           "the signs of the local gradients: each rank keeps a different set",
 }
 """Transforms whose 2-rank run differs from one process on the global batch, and why."""
-
-NOT_UNDER_DDP = {
-    "rmt": "GradientDropout.backward combines two losses with torch.autograd.grad, which DDP's "
-           "reducer does not see: the ranks' gradients are never averaged",
-}
-"""Transforms that do not run under DDP as built, and why (their ranks would diverge)."""
 
 
 def _problem() -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
@@ -110,7 +102,7 @@ def _gap(got: list[torch.Tensor], want: list[torch.Tensor]) -> float:
     return max(float((a - b).abs().max()) for a, b in zip(got, want, strict=True))
 
 
-@pytest.mark.parametrize("slug", [s for s in TRANSFORMS if s not in NOT_UNDER_DDP])
+@pytest.mark.parametrize("slug", TRANSFORMS)
 def test_two_ranks_agree_and_equal_one_process_unless_batch_coupled(slug, two_ranks):
     first, second = (ranks[slug] for ranks in two_ranks)
     assert _gap(first, second) == 0.0, f"{slug}: the ranks' parameters differ"
@@ -132,12 +124,4 @@ def _fresh_model() -> torch.nn.Module:
 
 
 def test_every_declared_transform_is_registered():
-    assert set(NOT_UNDER_DDP) <= set(TRANSFORMS) and set(BATCH_COUPLED) <= set(TRANSFORMS)
-
-
-@pytest.mark.parametrize("slug", sorted(NOT_UNDER_DDP))
-@pytest.mark.xfail(strict=True, reason="the transform's update bypasses DDP's gradient averaging "
-                   "(NOT_UNDER_DDP); passes once it synchronises its ranks")
-def test_a_transform_that_bypasses_ddp_keeps_its_ranks_in_step(slug, two_ranks):
-    first, second = (ranks[slug] for ranks in two_ranks)
-    assert _gap(first, second) == 0.0
+    assert set(BATCH_COUPLED) <= set(TRANSFORMS)

@@ -183,7 +183,7 @@ def _classification(seed: int = 0, n: int = 32):
 
 
 def _run(epochs=6, *, val_loss=None, evaluate=None, checkpoint=None, resume=False,
-         checkpoint_every=1, **config):
+         checkpoint_every=1, fit_options=None, **config):
     """A two-rate STN on a small task with any ``fit_stn`` option: 2 training batches per epoch
     (one hyper step per tuned epoch), 2 validation batches of 8."""
     torch.manual_seed(0)
@@ -196,7 +196,7 @@ def _run(epochs=6, *, val_loss=None, evaluate=None, checkpoint=None, resume=Fals
                      TensorBatches(x[16:], y[16:], 8, seed=1),
                      config=STNConfig(epochs=epochs, **options), val_loss=val_loss,
                      evaluate=evaluate, checkpoint_path=checkpoint, resume=resume,
-                     checkpoint_every=checkpoint_every, progress=False)
+                     checkpoint_every=checkpoint_every, progress=False, **(fit_options or {}))
     return result, net
 
 
@@ -238,6 +238,41 @@ def test_resume_continues_exactly(tmp_path):
     assert resumed.hyper_steps == straight.hyper_steps
     for a, b in zip(resumed_net.parameters(), straight_net.parameters()):
         assert torch.equal(a, b)
+
+
+def _elr_inside_stn(checkpoint=None, resume=False, epochs=4):
+    """STN whose training loss is an ELR criterion (per-example memory) with its epoch hook."""
+    from regzoo.methods.elr import EarlyLearningRegularization
+
+    criterion = EarlyLearningRegularization(num_examples=16, num_classes=3)
+    epochs_seen = []
+
+    def train_loss(model, batch, hyper):
+        return criterion(model(batch[0], hyper), batch[1], batch[2])
+
+    options = {"train_loss": train_loss, "on_epoch_start": epochs_seen.append,
+               "state": {"criterion": criterion}}
+    result, net = _run(epochs, checkpoint=checkpoint, resume=resume, fit_options=options)
+    return result, net, criterion, epochs_seen
+
+
+def test_the_epoch_hook_runs_before_each_epoch_and_extra_state_resumes_exactly(tmp_path):
+    straight, straight_net, straight_elr, seen = _elr_inside_stn()
+    assert seen == [0, 1, 2, 3]
+    path = str(tmp_path / "elr.pt")
+    _elr_inside_stn(path, epochs=2)
+    resumed, resumed_net, resumed_elr, seen = _elr_inside_stn(path, resume=True)
+    assert seen == [2, 3]
+    assert resumed.space.current() == straight.space.current()
+    for a, b in zip(resumed_elr.state_dict().values(), straight_elr.state_dict().values()):
+        assert torch.equal(a, b)
+    for a, b in zip(resumed_net.parameters(), straight_net.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_extra_state_may_not_reuse_stns_own_names():
+    with pytest.raises(ValueError, match="state uses the names \\['tracker'\\]"):
+        _run(2, fit_options={"state": {"tracker": nn.Linear(1, 1)}})
 
 
 def test_tuned_network_uses_the_current_hyperparameters_without_dropout():

@@ -478,10 +478,13 @@ def adapt_negatives(generator_ema: nn.Module, discriminator: nn.Module, negative
         Default("gamma", 1.0, "official --gamma (MNIST)"),
         Default("normalize", "mean", "paper (official code: M/(2P), see docstring)"),
         Default("num_adapted", 5, "official AFHQ/MNIST checkpoint lists (M)"),
-        Default("fisher_samples", 32, "official estimate_fisher sample_size"),
+        Default("fisher_samples", 32, "official stylegan2_ewc.py l. 142 (estimate_fisher "
+                "sample_size=32; the function's own default is 1)"),
         Default("lambda_ewc", 5e8, "official model.py lamda (StyleGAN2's Fisher scale)"),
-        Default("negative_draws", 200, "official FeedbackData_neg tot_samples"),
-        Default("positive_draws", 5000, "official FeedbackData_pos tot_samples"),
+        Default("negative_draws", 200, "official stylegan2_ewc.py l. 538 (FeedbackData_neg "
+                "tot_samples=200; the class default is 5000)"),
+        Default("positive_draws", 5000, "official train_different_losses.py l. 686 "
+                "(FeedbackData_pos tot_samples)"),
     ),
     variants=("NL2 / EL2 / IL2 repulsion", "γ absolute or in units of d(θ_G)",
               "official M/(2P) normalisation", "extrapolation θ_G − α(θ_N − θ_G) baseline"),

@@ -308,7 +308,7 @@ def _rf(lam: np.ndarray, v2: np.ndarray, n: float, k: float, ridge: float) -> di
     ),
     variants=("random features (finite k)", "kernel ridge regression (k = ∞)",
               "optimal ridge", "Monte-Carlo simulator",
-              f"the paper's task (official scripts/rf-gaussian.py, powerlaw_task): λ_i = "
+              f"the paper's task (powerlaw_task; official scripts/rf-gaussian.py l. 83-85): λ_i = "
               f"i^-{PAPER_ALPHA}, v_i² = i^-{PAPER_BETA}, σ² = {PAPER_NOISE}, "
               f"{PAPER_MODES} modes"),
 )

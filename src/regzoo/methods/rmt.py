@@ -2,8 +2,9 @@ r"""Regularized Mask Tuning (R-MT / R-AMT): learn a binary mask over frozen pret
 
 Zheng, Wu, Feng, Zhu, Liu, Zhao, Zha, Chen, Shen. "Regularized Mask Tuning: Uncovering Hidden
 Knowledge in Pre-trained Vision-Language Models", ICCV 2023, arXiv 2307.15049; official code
-github.com/wuw2019/R-AMT (``code/``: ``modules/masklayers.py``, ``trainers/masktuning.py``,
-``loss/reg_loss.py``, ``configs/trainers/MASK/vit_b16.yaml``).
+github.com/wuw2019/R-AMT (``modules/masklayers.py``, ``trainers/masktuning.py``,
+``loss/reg_loss.py``, ``configs/trainers/MASK/vit_b16.yaml``; every official path in this module
+is under the repository's ``code/`` folder).
 
 A pretrained model is adapted without changing any weight value: the weights of the *key
 parameters* (the paper picks the multi-head self-attention of CLIP's image encoder: q, k, v and
@@ -36,9 +37,12 @@ g_a = ∂L_a/∂M and g_b = ∂L_b/∂M (two backward passes),
     \qquad g = \big[(1 - \lambda) + \lambda\,\mathbb 1[P > U]\big]\, g_a, \quad U \sim
     \mathcal U(0, 1)
 
-elementwise, ε = 1e-8; only g is applied. Where g_b agrees with g_a, P ≥ ½ (P = 1 when they
-agree exactly); where g_b opposes g_a and dominates, P → 0 and the task gradient is dropped
-(λ = 1) or shrunk to (1 − λ) g_a. λ = 0 is plain training. L_b only sets keep-probabilities.
+elementwise, ε = 1e-8; only g is applied. Under DDP :class:`GradientDropout` averages g_a and g_b
+over the ranks before the draw (one collective), so with the same generator seed on every rank the
+update equals one process on the global batch; the official code is single-GPU. Where g_b agrees
+with g_a, P ≥ ½ (P = 1 when they agree exactly); where g_b opposes g_a and dominates, P → 0 and the
+task gradient is dropped (λ = 1) or shrunk to (1 − λ) g_a. λ = 0 is plain training. L_b only sets
+keep-probabilities.
 
 Variants (``variant=``): ``"mt"`` plain mask tuning (CE only); ``"r_mt"`` adds the mask norm
 term (no GDR); ``"r_amt"`` (default) adds GDR on top — the full method of the official code.
@@ -52,8 +56,10 @@ Defaults (official ``configs/trainers/MASK/vit_b16.yaml``, the config of the rep
 scores init ``"1s"`` at scale 1e-2, τ = 5e-3, mask loss on with w_m = 1e-4 (``train.py``'s own
 defaults are w_m = 1e-6 with the mask loss off), GDR on with λ = 1.0 (0.3 for 16-shot on most
 datasets in the paper's scripts), T = 1 (``train.py``), Adam lr 8e-5 with a cosine schedule,
-batch 32, 30 epochs. The config also masks the patch-embedding convolution (conv layers are
-maskable here: name them in ``target_modules``). Which layers to mask is the user's
+batch 32, 30 epochs. The official ViT always masks the patch-embedding convolution
+(``code/modules/visiontransformer.py`` l. 77; conv layers are maskable here: name them in
+``target_modules``), and ``vit_b16.yaml`` sets ``MASK_MLP False``: the reported runs mask the
+attention layers, not the MLPs. Which layers to mask is the user's
 choice (``target_modules``); :func:`rank_layers_by_gradient` offers a gradient-magnitude
 ranking as a data-driven stand-in for the paper's key-parameter analysis (§3.1), which the
 official code replaces by a fixed choice.
@@ -77,15 +83,18 @@ only ones implemented (``ternarizer`` is unused in its configs).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
 from regzoo.adapters.masks import BinaryMaskHandle, apply_binary_masks, find_mask_targets
 from regzoo.core.checks import check_choice, check_range, check_tensor
 from regzoo.registry import Default, register
+from regzoo.train.distributed import is_distributed
 
 VARIANTS: tuple[str, ...] = ("mt", "r_mt", "r_amt")
 
@@ -173,7 +182,10 @@ class GradientDropout:
 
     ``backward(task_loss, anchor_loss, params)`` sets each parameter's ``.grad`` to the GDR
     gradient of ``task_loss`` (accumulating into an existing ``.grad``, as ``backward`` does),
-    using two ``torch.autograd.grad`` calls on the shared graph.
+    using two ``torch.autograd.grad`` calls on the shared graph. ``torch.autograd.grad`` bypasses
+    DDP's reducer, so under ``torch.distributed`` both gradients are averaged over the ranks
+    here, before the draw: give every rank the same ``generator`` seed and the update equals one
+    process on the global batch.
 
     Args:
         lam: λ ∈ [0, 1]; 1 drops disagreeing gradients, λ < 1 shrinks them to (1 − λ) g_a.
@@ -199,12 +211,37 @@ class GradientDropout:
                 raise ValueError(f"{name} must be a scalar, got shape {tuple(loss.shape)}")
         anchor = torch.autograd.grad(anchor_loss, params, retain_graph=True, allow_unused=True)
         task = torch.autograd.grad(task_loss, params, allow_unused=True)
+        if is_distributed():
+            task, anchor = _mean_over_ranks(params, task, anchor)
         for p, g_a, g_b in zip(params, task, anchor):
             if g_a is None:
                 continue
             g = gradient_dropout(g_a, torch.zeros_like(g_a) if g_b is None else g_b, self.lam,
                                  generator=self.generator, eps=self.eps)
             p.grad = g if p.grad is None else p.grad + g
+
+
+def _mean_over_ranks(params: Sequence[nn.Parameter], *grads: Sequence[torch.Tensor | None]
+                     ) -> list[list[torch.Tensor | None]]:
+    """Average each list of gradients over the ranks in one all-reduce, as DDP's reducer would.
+
+    A gradient a rank did not produce counts as zero there; one that no rank produced stays
+    ``None``, so an unused parameter keeps ``.grad`` unset, as in one process.
+    """
+    dtype = functools.reduce(torch.promote_types, (p.dtype for p in params))
+    produced = [g is not None for gs in grads for g in gs]
+    pieces = [(g if g is not None else torch.zeros_like(p)).reshape(-1).to(dtype)
+              for gs in grads for p, g in zip(params, gs)]
+    flags = torch.tensor(produced, dtype=dtype, device=params[0].device)
+    flat = torch.cat([*pieces, flags])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    sizes = [x.numel() for x in pieces] + [len(produced)]
+    *averaged, any_rank = flat.split(sizes)
+    shapes = [p for _ in grads for p in params]
+    out = [mean.view_as(p).to(p.dtype) if any_rank[i] > 0 else None
+           for i, (mean, p) in enumerate(zip(averaged, shapes))]
+    return [out[i:i + len(params)] for i in range(0, len(out), len(params))]
 
 
 def distillation_loss(logits: torch.Tensor, teacher_logits: torch.Tensor,
@@ -284,17 +321,19 @@ def rank_layers_by_gradient(model: nn.Module, loss_fn: Callable[[nn.Module], tor
     equation="W_eff = W ⊙ 1[M > τ]; L_a = CE + w_m Σ‖M‖₂; g = [(1−λ) + λ·1(P > U)]·∂L_a/∂M, "
     "P = (sign(g_a)(g_a + g_b)/(|g_a| + |g_b| + ε) + 1)/2, g_b = ∂KL(z⁰‖z)/∂M",
     defaults=(
-        Default("scale (init of M, '1s')", 1e-2, "official configs/trainers/MASK/vit_b16.yaml "
-                "MASK.SCALE (train.py the same)"),
-        Default("threshold τ", 5e-3, "official vit_b16.yaml MASK.THRESHOLD (train.py the same)"),
+        Default("scale (init of M, '1s')", 1e-2, "official code/configs/trainers/MASK/vit_b16.yaml "
+                "MASK.SCALE (code/train.py l. 118 the same)"),
+        Default("threshold τ", 5e-3, "official vit_b16.yaml MASK.THRESHOLD (code/train.py l. 117 "
+                "the same)"),
         Default("w_m (mask norm weight)", 1e-4, "official vit_b16.yaml MASK.LOSS_WEIGHT with "
-                "MASK_LOSS True (train.py's default 1e-6 has the mask loss off)"),
+                "MASK_LOSS True (code/train.py l. 114-115: 1e-6 with the mask loss off)"),
         Default("norm_groups", None, "None: one norm per masked layer (official: one per "
                 "parameter; CLIP's fused in_proj_weight is one, as norm_groups='qkv')"),
-        Default("λ (GDR)", 1.0, "official README (0.3 for 16-shot on most datasets)"),
-        Default("T (distillation)", 1.0, "official MASK.GDR_T"),
+        Default("λ (GDR)", 1.0, "official vit_b16.yaml GDR_LAMBDA; code/README.md l. 19: 0.3 for "
+                "16-shot except ImageNet, SUN397, Food101"),
+        Default("T (distillation)", 1.0, "official MASK.GDR_T (code/train.py l. 126)"),
         Default("optimiser", "Adam lr 8e-5, cosine, 30 epochs, batch 32",
-                "configs/trainers/MASK/vit_b16.yaml"),
+                "official code/configs/trainers/MASK/vit_b16.yaml"),
     ),
     variants=("mt: CE only", "r_mt: CE + mask norm (ours: the official no-GDR path never "
               "steps)", "r_amt: + gradient dropout (default)", "norm_groups='qkv': one norm "

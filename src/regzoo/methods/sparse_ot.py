@@ -32,7 +32,9 @@ restart still gains (on the kinks of this piecewise-smooth objective scipy often
 the k = 1 tests caught it 1 time in 8). ``"torch"`` (CUDA default) is a batched L-BFGS (memory
 10, compact form, backtracking Armijo search) on the input's device and dtype. Defaults are
 POT's ``smooth_ot_semi_dual`` (``stopThr=1e-9``, ``numItermax=500``; POT ``ot/smooth.py``,
-contributed by the paper's first author) and γ = 1 (POT's ``reg`` in its example).
+contributed by the paper's first author) and γ = 1 (``SparsityConstrained``'s default ``gamma``,
+``ot/smooth.py`` l. 230, and the ``reg`` of POT's tests, ``test/test_smooth.py``; POT's example
+``examples/plot_OT_1D.py`` uses 0.1).
 
 Cost per evaluation: forming α − c_j (O(mn)), a top-k per column (O(mn): ``np.partition`` or
 ``torch.topk``) and the simplex projection of the k kept values (O(nk log k)); POT sorts every
@@ -65,7 +67,8 @@ _ARMIJO = 1e-4  # sufficient-decrease constant of the line search
 _MAX_BACKTRACK = 30
 
 DEFAULTS = (
-    Default("gamma", 1.0, "POT ot/smooth.py examples (reg=1.0); paper §6 uses γ ~ 0.1–10"),
+    Default("gamma", 1.0, "POT SparsityConstrained default (ot/smooth.py l. 230) and its "
+                "test/test_smooth.py reg; paper §6 uses γ ~ 0.1–10"),
     Default("formulation", "semi_dual", "paper §4.2: exact column masses, fewer variables"),
     Default("max_iter", 500, "POT smooth_ot_semi_dual numItermax"),
     Default("tol", 1e-9, "POT smooth_ot_semi_dual stopThr (scipy L-BFGS-B tol)"),

@@ -5,20 +5,21 @@ weights U(±[0.5, 2]), ER graphs. Every arm gets the same data for a given setti
 
 * ``ev_var<σ²>`` settings (claim A, "λ decoupled from the noise scale", paper §4 and abstract):
   d = 20, ER2, equal noise variance σ² ∈ {0.25, 1, 4, 16, 100}; λ fixed for every σ² (CoLiDE
-  0.05, the official ``main.py``; DAGMA 0.02, its README's value for the l2 loss). Arms:
+  0.05, the official ``main.py``; DAGMA 0.02, the l2-loss value of its example notebook). Arms:
   CoLiDE-EV and DAGMA (both DAGMA configurations below). The derived setting ``noise_scale``
   holds, per seed and arm, the spread max_σ² SHD − min_σ² SHD and the SHD-vs-σ² curve.
 * ``nv_er4_d<d>`` (claim B, the headline, paper §5): d = 50, ER4, heteroscedastic noise
   variances U(0.5, 10). Arms: CoLiDE-NV, CoLiDE-EV, DAGMA (both configurations).
 
-CoLiDE runs the official ``main.py`` path (T = 4, s = (1, .9, .8, .7), μ₀ = 1, μ factor 0.1,
-2·10⁴ warm and 7·10⁴ final Adam iterations, lr 3e-4). DAGMA (PyPI package ``dagma``, extra
-``peers``, λ = 0.02 from its README) runs twice: ``dagma`` with the package's own ``fit``
-defaults (T = 5, s = (1, .9, .8, .7, .6), 3·10⁴ warm and 6·10⁴ final iterations), the baseline
-of the claims, and ``dagma_colide_path`` on CoLiDE's path and budget. The second is a
-diagnostic: on seed 0 of the official CoLiDE simulator it gave SHD 65 against 24 with the
-package defaults (d = 50, ER4, NV), so a comparison on CoLiDE's path alone would flatter
-CoLiDE. Every arm gets the same post-processing (threshold 0.3, then acyclic). No λ is tuned per
+CoLiDE runs the official ``main.py`` path (T = 4, s = (1, .9, .8, .7), μ₀ = 1, μ factor 0.1, 2·10⁴
+warm and 7·10⁴ final Adam iterations, lr 3e-4). DAGMA (PyPI package ``dagma``, extra ``peers``, λ =
+0.02 from ``examples/dagma_test.ipynb``, the example its README links; ``fit``'s own default is
+0.03) runs twice: ``dagma`` with the package's own ``fit`` defaults (T = 5, s = (1, .9, .8, .7, .6),
+3·10⁴ warm and 6·10⁴ final iterations), the baseline of the claims, and ``dagma_colide_path`` on
+CoLiDE's path and budget. The second is a diagnostic: on seed 0 of the official CoLiDE simulator it
+gave SHD 65 against 24 with the package defaults (d = 50, ER4, NV), so a comparison on CoLiDE's path
+alone would flatter CoLiDE. Every arm gets the same post-processing (threshold 0.3, then acyclic).
+No λ is tuned per
 arm or per setting: the paper's message is that CoLiDE's λ needs no retuning.
 """
 

@@ -287,7 +287,8 @@ def _copy(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         Default("tune_scales", True, "official README command"),
         Default("entropy_weight", 1e-3, "official README command"),
         Default("perturb_scale", 0.5, "official hypertrain.py"),
-        Default("dropout range", "(0, 0.9)", "official util/hyperparameter.py (drop_max)"),
+        Default("dropout range", "(0, 0.9)", "official cnn/util/hyperparameter.py l. 34 "
+                "(drop_max)"),
         Default("val_stream", "continuous", "official hypertrain.py (valid_iter runs on across "
                 "epochs)"),
         Default("stopping recipe", "none: fixed epochs (paper Algorithm 1); STNConfig.official() "
@@ -311,6 +312,8 @@ def fit_stn(
     val_loss: LossFn | None = None,
     make_scheduler: Callable[[torch.optim.Optimizer], Any] | None = None,
     evaluate: Callable[[nn.Module, int], Mapping[str, float]] | None = None,
+    on_epoch_start: Callable[[int], None] | None = None,
+    state: Mapping[str, Any] | None = None,
     context: DistributedContext | None = None,
     checkpoint_path: str | None = None,
     checkpoint_every: int = 1,
@@ -341,6 +344,11 @@ def fit_stn(
         evaluate: per-epoch metrics of the :class:`TunedNetwork` (``model(x)``). Each record
             also holds ``hp/<name>``, ``sigma/<name>``, ``stn/lr`` (the epoch's learning rate)
             and, when watched, ``stn/val_loss``.
+        on_epoch_start: called with the epoch before its first step (``set_epoch`` of a
+            criterion or :class:`regzoo.Objective` inside ``train_loss``, as with
+            :func:`regzoo.train.fit`).
+        state: extra objects with ``state_dict``/``load_state_dict`` saved in the checkpoints
+            beside STN's own (a criterion with per-example memory inside ``train_loss``).
         context, checkpoint_path, checkpoint_every, resume, progress, log: as in
             :func:`regzoo.train.fit`.
     """
@@ -351,6 +359,11 @@ def fit_stn(
     val_loss = val_loss or _cross_entropy
     device = context.device if context is not None else next(net.parameters()).device
     distributed = context is not None and context.enabled
+    extra_state = dict(state or {})
+    clashes = {"space", "hyper_optimizer", "cycle", "tracker"} & set(extra_state)
+    if clashes:
+        raise ValueError(f"state uses the names {sorted(clashes)}, which fit_stn keeps for its own "
+                         "checkpoint entries; rename them")
     space.to(device)
     cycle = _Cycle().to(device)
     tracker = _Tracker()
@@ -389,10 +402,12 @@ def fit_stn(
             raise ValueError("val_batches yields no batch; the hyper steps need validation data")
         return batch
 
-    def on_epoch_start(epoch: int) -> None:
+    def start_epoch(epoch: int) -> None:
         now["epoch"], now["lr"] = epoch, phi.param_groups[0]["lr"]
         if config.val_stream == "per_epoch":
             val_stream["it"] = new_val_pass(epoch)
+        if on_epoch_start is not None:
+            on_epoch_start(epoch)
 
     def step(model: nn.Module, batch: Any) -> torch.Tensor:
         with torch.no_grad():
@@ -489,9 +504,9 @@ def fit_stn(
     history = fit(
         net, train_batches, step, phi, epochs=config.epochs, scheduler=scheduler,
         evaluate=evaluate_epoch, context=context,
-        state={"space": space, "hyper_optimizer": hyper_optimizer, "cycle": cycle,
+        state={**extra_state, "space": space, "hyper_optimizer": hyper_optimizer, "cycle": cycle,
                "tracker": tracker},
-        on_epoch_start=on_epoch_start, after_step=after_step, on_epoch_end=apply_recipe,
+        on_epoch_start=start_epoch, after_step=after_step, on_epoch_end=apply_recipe,
         stop=lambda: bool(tracker.stop_reason),
         checkpoint_path=checkpoint_path, checkpoint_every=checkpoint_every, resume=resume,
         progress=progress, desc="stn", log=log,
