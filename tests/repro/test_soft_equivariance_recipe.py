@@ -61,3 +61,29 @@ def test_only_the_soft_networks_get_the_gated_path_and_plain_arms_map_to_their_m
     assert all(b.w_gated is None for b in hard.blocks)
     with pytest.raises(ValueError, match="recipe must be one of"):
         SoftEquivarianceConfig(recipe="paper")
+
+
+@pytest.mark.parametrize(("arm", "l2_decays", "adam_decay"), [
+    ("per_auto", (2e-5, 1.0), 0.0),          # the sweeps' wd on the linears, gated_wd on w_gated
+    ("mlp", None, 0.0),                      # official: no L2 reaches the MLP
+    ("per_auto_plain", None, 2e-4),          # plain: Adam's coupled decay on every parameter
+])
+def test_each_recipe_gets_its_own_decay(monkeypatch, arm, l2_decays, adam_decay):
+    import regzoo.repro.soft_equivariance as se
+
+    seen = {}
+    monkeypatch.setattr(TensorNet, "official_l2",
+                        lambda self, wd, gated: seen.setdefault("l2", (wd, gated)) and 0.0)
+    adam = torch.optim.Adam
+    monkeypatch.setattr(se.torch.optim, "Adam", lambda params, lr, weight_decay: (
+        seen.setdefault("adam", weight_decay), adam(params, lr=lr))[1])
+    config = SoftEquivarianceConfig.tiny()
+    se.run_inertia(config, arm, 0, torch.device("cpu"))
+    assert seen.get("l2") == l2_decays and seen["adam"] == adam_decay
+
+
+@pytest.mark.parametrize("field", ["weight_decay", "plain_weight_decay", "gated_wd",
+                                   "b_weight_decay"])
+def test_a_negative_decay_is_refused(field):
+    with pytest.raises(ValueError, match=f"{field} must be >= 0"):
+        SoftEquivarianceConfig(**{field: -1e-4})

@@ -19,29 +19,34 @@ with the misspecified group), ``per_fixed`` (official initial strengths λ = (0,
 never adjusted), ``per_auto`` (the same, rescaled once at ``adjust_at`` with power 2: paper
 §4.2); optional (``--set arms_a=...``): ``unreg`` (tensor net, λ = 0) and ``emlp_o2z`` (hard
 O(2)_z, the correct group). Training, the official recipe (``recipe="official"``, read from
-``train_softemlp_checkpoint.py`` and ``models/objax_per.py`` at kim-hyunsu/PER@156cf90): Adam
-with the learning rate cosine-decayed per epoch to ``min_lr = 0``; for the soft (PER and λ = 0
-tensor) networks an L2 term ``wd · Σ ½(‖W‖² + ‖b‖²)`` over the regularised linear layers only
-(``rglr2``, wd 2e-4 the script's inertia default; its bayes-sweep file fixes 2e-5; the shell
-scripts name ``train_softemlp.py``, absent from the repository, and pass neither) plus
-``gated_wd · Σ w_gated²`` (1.0) on the gated nonlinearity's residual path ``σ(gate)·v + w_gated
-⊙ swish(v)`` (``RPPGatedNonlinearity``, ``w_gated`` initialised to 1e-3 per component, present
-in every SoftEMLP block unless ``--gatednonlinearity``; it is not equivariant, hence its own
-decay); the hard EMLP and the MLP carry no L2 at all (the script's ``basic_wd`` reaches only a
-network named exactly ``mlp``, which no option builds). The official ``--equiv_decay`` (a cosine
-decay of the strengths) is off in every inertia script and sweep of the repository, so it is not
-offered. Arms ``mlp_plain`` and ``per_auto_plain`` keep the earlier setup (``recipe="plain"``:
-constant learning rate, Adam's coupled decay 2e-4 on every parameter, plain gated nonlinearity)
-for comparison. Full batch on N = 256 (the spec's small size; the paper's 1024 was 4× too slow
-here), 600 epochs with the strength adjustment at epoch 300 (official default 2000 of 8000,
-official sweep 1000–7000 of 8000; at epoch 150 the recorded penalties still reflected the random
-initialisation, not the data: λ gap −0.19 decades on tuning seed 0, +0.44 at 300), window 100
+``train_softemlp_checkpoint.py`` and ``models/objax_per.py`` at kim-hyunsu/PER@156cf90): Adam with
+the learning rate cosine-decayed per epoch to ``min_lr = 0``; for the soft (PER and λ = 0 tensor)
+networks an L2 term ``wd · Σ ½(‖W‖² + ‖b‖²)`` over the regularised linear layers only (``rglr2``, wd
+= 2e-5: both inertia sweep files of the repository fix it, ``sweeps/inertia_table.yaml`` — a grid
+over o3emlp / o3mixedemlp / o3subgroupsoftemlp with automatic strengths, by its name the table runs
+— and the bayes sweep ``sweeps/inertiao3subgroupsoftemlp.yaml``; the script's argparse default is
+2e-4, l. 1138-1143, ``--set weight_decay=2e-4``; the shell scripts name ``train_softemlp.py``,
+absent from the repository, and pass neither) plus ``gated_wd · Σ w_gated²`` (1.0, l. 1147-1150: no
+script or sweep sets it, although the default's own comment says 0 for any softemlp and 1 for
+mixedemlp; ``--set gated_wd=0`` follows the comment) on the gated nonlinearity's residual path
+``σ(gate)·v + w_gated ⊙ swish(v)`` (``RPPGatedNonlinearity``, ``w_gated`` initialised to 1e-3 per
+component, present in every SoftEMLP block unless ``--gatednonlinearity``; it is not equivariant,
+hence its own decay); the hard EMLP and the MLP carry no L2 at all (the script's ``basic_wd``
+reaches only a network named exactly ``mlp``, which no option builds). The official
+``--equiv_decay`` (a cosine decay of the strengths) is off in every inertia script and sweep of the
+repository, so it is not offered. Arms ``mlp_plain`` and ``per_auto_plain`` keep the earlier setup
+(``recipe="plain"``: constant learning rate, Adam's coupled decay 2e-4 on every parameter, plain
+gated nonlinearity) for comparison. Full batch on N = 256 (the spec's small size; the paper's 1024
+was 4× too slow here), 600 epochs with the strength adjustment at epoch 300 (official default 2000
+of 8000, official sweep 1000–7000 of 8000; at epoch 150 the recorded penalties still reflected the
+random initialisation, not the data: λ gap −0.19 decades on tuning seed 0, +0.44 at 300), window 100
 and warm-up 50 as official. Learning rates, chosen per arm by validation MSE on tuning seed 0
-(official 1e-3): under the official recipe 1e-3 for the MLP (7.06 / 5.95 / 6.86 / 7.22 at 3e-4 /
-1e-3 / 3e-3 / 1e-2) and 3e-3 for the tensor networks (PER auto 8.68 / 8.45 / 2.92 / 8.89 at 1e-3
-/ 3e-3 / 1e-2 / 2e-2). 1e-2 was best on seed 0 but diverged in the first full run at c3edf75
-(PER auto, seed 4: non-finite loss at epoch 333, just after the strength rescaling), so the
-committed run uses the next best, 3e-3, which is also the plain recipe's rate (swept 5e-4–2e-3
+(official 1e-3), before the audit moved wd from the argparse 2e-4 to the sweeps' 2e-5 and not
+re-chosen since: under the official recipe 1e-3 for the MLP (7.06 / 5.95 / 6.86 / 7.22 at 3e-4 /
+1e-3 / 3e-3 / 1e-2) and 3e-3 for the tensor networks (PER auto 8.68 / 8.45 / 2.92 / 8.89 at 1e-3 /
+3e-3 / 1e-2 / 2e-2). 1e-2 was best on seed 0 but diverged in the first full run at c3edf75 (PER
+auto, seed 4: non-finite loss at epoch 333, just after the strength rescaling), so the committed run
+uses the next best, 3e-3, which is also the plain recipe's rate (swept 5e-4–2e-3
 then: with 13× fewer epochs the tensor net had not left the mean predictor at 1e-3; 1e-2
 diverged). Test MSE at the validation-best epoch after ``2 · adjust_at`` (official
 early-stopping rule; here the last epoch). Learning rates and ``adjust_at`` were chosen on seed
@@ -118,7 +123,8 @@ class SoftEquivarianceConfig(ReproConfig):
     mlp_lr: float = 1e-3
     plain_lr: float = 3e-3
     min_lr: float = 0.0
-    weight_decay: float = 2e-4
+    weight_decay: float = 2e-5
+    plain_weight_decay: float = 2e-4
     gated_wd: float = 1.0
     gate_init: float = 1e-3
     strength: float = 100.0
@@ -154,6 +160,9 @@ class SoftEquivarianceConfig(ReproConfig):
         if any(a not in ARMS_B for a in self.arms_b) or "mlp" not in self.arms_b:
             raise ValueError(f"arms_b must be a subset of {ARMS_B} with 'mlp', got "
                              f"{self.arms_b}")
+        for name in ("weight_decay", "plain_weight_decay", "gated_wd", "b_weight_decay"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name, at, total in (("adjust_at", self.adjust_at, self.epochs),
                                 ("b_adjust_at", self.b_adjust_at, self.b_epochs)):
             if not self.window < at < total:
@@ -424,7 +433,7 @@ def run_inertia(config: SoftEquivarianceConfig, arm: str, seed: int,
               if model_arm in SOFT_ARMS else (lambda: x.new_zeros(())))
     lr = config.plain_lr if not official else config.mlp_lr if model_arm == "mlp" else config.lr
     out = _train(model, penalty, x, y, epochs=config.epochs, batch_size=config.batch_size,
-                 lr=lr, weight_decay=config.weight_decay, seed=seed,
+                 lr=lr, weight_decay=config.plain_weight_decay, seed=seed,
                  evaluate=lambda m: (_mse(m, xv, yv), _mse(m, xt, yt)),
                  eval_from=min(2 * config.adjust_at, config.epochs),
                  eval_every=config.eval_every, l2=l2,
