@@ -127,6 +127,11 @@ def _cmd_repro(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
+    if args.all:
+        return _bench_all(args)
+    if args.slug is None:
+        raise ValueError("name a method (regzoo bench SLUG [--quick]) or run them all "
+                         "(regzoo bench --all [--quick])")
     method = card(args.slug)
     if not method.implemented:
         raise ValueError(f"{args.slug!r} is planned, not implemented yet: it has no benchmark "
@@ -137,9 +142,24 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if not script.is_file():
         raise ValueError(f"no benchmark for {args.slug!r} at {script} (benchmarks/ ships with the "
                          "source checkout: run from a clone installed with pip install -e .)")
-    sys.argv = [str(script), *args.args]
+    sys.argv = [str(script), *(["--quick"] if args.quick else []), *args.args]
     runpy.run_path(str(script), run_name="__main__")
     return 0
+
+
+def _bench_all(args: argparse.Namespace) -> int:
+    from regzoo.bench import run_all
+
+    if args.slug is not None or args.args:
+        raise ValueError("--all runs every benchmark: drop the method name and its arguments "
+                         f"({' '.join([args.slug or '', *args.args]).strip()})")
+    out = Path(args.out) if args.out else results_dir() / "benchmarks.md"
+    logging.getLogger("regzoo.bench").setLevel(logging.INFO)  # a long run shows its progress
+    runs = run_all(out, quick=args.quick, timeout=args.timeout, allow_dirty=args.allow_dirty)
+    failed = [run.name for run in runs if not run.ok]
+    print(f"{len(runs) - len(failed)} of {len(runs)} benchmarks ran -> {out}"
+          + (f"; failed: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -284,9 +304,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true", help="exit 1 unless the claim reproduces")
     p.set_defaults(func=_cmd_repro)
 
-    p = sub.add_parser("bench", help="step-time ratios: method vs plain step (benchmarks/)")
-    p.add_argument("slug")
-    p.add_argument("args", nargs=argparse.REMAINDER)
+    p = sub.add_parser("bench", help="step-time ratios: method vs plain step, peers, paper "
+                       "formula (benchmarks/); --all runs every one into results/benchmarks.md")
+    p.add_argument("slug", nargs="?", help="the method whose benchmark to run")
+    p.add_argument("--all", action="store_true",
+                   help="run every benchmark, one process each, into results/benchmarks.md")
+    p.add_argument("--quick", action="store_true", help="each benchmark's small smoke sizes")
+    p.add_argument("--out", help="with --all: the markdown file to write (default: "
+                   "results/benchmarks.md)")
+    p.add_argument("--timeout", type=float, default=1800.0,
+                   help="with --all: seconds one benchmark may take before it counts as failed")
+    p.add_argument("--allow-dirty", action="store_true",
+                   help="with --all: run from uncommitted src/ or benchmarks/ (marked dirty)")
+    p.add_argument("args", nargs=argparse.REMAINDER,
+                   help="passed to the benchmark script (e.g. --quick, --large)")
     p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("report", help="the results index of committed results (printed; "
