@@ -30,6 +30,18 @@ def test_planned_cards_have_no_object_and_implemented_ones_do():
         assert (c.status == "planned") == (c.obj is None), c.slug
 
 
+def test_a_registered_function_is_an_entry_point_not_a_helper():
+    # A decorator that slips onto a helper placed under it (a validator returning None) would
+    # register the helper: latent_quantization's card once held check_images, not fit_qlae.
+    import inspect
+
+    for method in cards():
+        if inspect.isfunction(method.obj):
+            returns = inspect.signature(method.obj).return_annotation
+            assert returns not in (None, "None", inspect.Signature.empty), \
+                f"{method.slug}: registered {method.obj.__name__}, which returns nothing"
+
+
 def test_filters_by_kind_and_wildcard():
     assert [c.slug for c in cards(kind="criterion", pattern="el*")] == ["elr"]
     assert all(c.kind == "estimator" for c in cards(kind="estimator"))

@@ -27,6 +27,12 @@ def _model(latent="quantized", seed=0):
     return LatentAutoencoder(36, 4, latent=latent, hidden=(16,))
 
 
+def test_the_card_registers_the_qlae_procedure():
+    from regzoo.registry import card
+
+    assert card("latent_quantization").obj is fit_qlae
+
+
 def test_loss_is_pixel_bce_plus_weighted_quantisation_and_commitment():
     model, x = _model(), _images()
     loss = qlae_loss(model, x, quantization_weight=0.3, commitment_weight=0.7)

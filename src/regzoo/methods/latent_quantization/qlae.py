@@ -210,6 +210,17 @@ class QLAEResult:
     history: History
 
 
+def check_images(images: torch.Tensor, input_dim: int, why: str) -> None:
+    """Refuse anything but N ≥ 1 finite float images of ``input_dim`` values in [0, 1]."""
+    if not isinstance(images, torch.Tensor) or not images.is_floating_point():
+        raise TypeError("images must be a floating tensor with values in [0, 1]")
+    if images.shape[0] == 0 or images[0].numel() != input_dim:
+        raise ValueError(f"images must be (N, …) with {input_dim} values per image and "
+                         f"N ≥ 1, got shape {tuple(images.shape)}")
+    if not bool(torch.isfinite(images).all()) or images.min() < 0 or images.max() > 1:
+        raise ValueError(f"images must be finite with values in [0, 1] ({why})")
+
+
 @register(
     "latent_quantization",
     kind="procedure",
@@ -248,17 +259,6 @@ class QLAEResult:
               "WGAN-GP + InfoGAN latent regression, codebook latents, quantised head)",
               "qlinfowgan.fit_qlinfowgan, InfoWGAN(latent='continuous') (InfoWGAN-GP)"),
 )
-def check_images(images: torch.Tensor, input_dim: int, why: str) -> None:
-    """Refuse anything but N ≥ 1 finite float images of ``input_dim`` values in [0, 1]."""
-    if not isinstance(images, torch.Tensor) or not images.is_floating_point():
-        raise TypeError("images must be a floating tensor with values in [0, 1]")
-    if images.shape[0] == 0 or images[0].numel() != input_dim:
-        raise ValueError(f"images must be (N, …) with {input_dim} values per image and "
-                         f"N ≥ 1, got shape {tuple(images.shape)}")
-    if not bool(torch.isfinite(images).all()) or images.min() < 0 or images.max() > 1:
-        raise ValueError(f"images must be finite with values in [0, 1] ({why})")
-
-
 def fit_qlae(model: LatentAutoencoder, images: torch.Tensor, *,
              config: QLAEConfig | None = None, labels: torch.Tensor | None = None,
              evaluate: Callable[[nn.Module, int], dict[str, float]] | None = None,
