@@ -54,6 +54,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from _agreement import require_agreement
 from torch import nn
 
 from regzoo.adapters import AdapterLayer, apply_low_rank
@@ -217,10 +218,7 @@ def check_sorsa_agreement(steps: int = 3, tol: float = 1e-12) -> str:
                             "factors": torch.cat([p.detach().reshape(-1) for p in params])}
     diffs = {key: float((records["SORSA"][key] - records["SORSA reference"][key]).abs().max())
              for key in records["SORSA"]}
-    for key, value in diffs.items():
-        if value > tol:
-            raise SystemExit(f"FAIL: regzoo and reference SORSA disagree ({key}: max |diff| = "
-                             f"{value:.3g}); timings would compare different computations")
+    require_agreement("regzoo and reference SORSA", diffs, tol)
     return (f"MLP 64-48-48-10, rank 4, {steps} AdamW + γ steps, float64: max |diff| loss "
             f"{diffs['loss']:.1e}, grad {diffs['grad']:.1e}, L_orth {diffs['L_orth']:.1e}, "
             f"A, σ, B {diffs['factors']:.1e} (≤ {tol:g}): PASS")

@@ -33,6 +33,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from _agreement import require_agreement
 from torch import nn
 
 from regzoo.data import TensorBatches, load_digits
@@ -91,11 +92,7 @@ def check_agreement(x: torch.Tensor, y: torch.Tensor, num_classes: int) -> list[
             diffs["memory"] = float((ours.targets - ref.target).abs().max())
             for key, value in diffs.items():
                 worst[key] = max(worst[key], value)
-                if value > TOL:
-                    raise SystemExit(
-                        f"FAIL: regzoo and reference ELR disagree ({dtype}, call {call}, {key}: "
-                        f"max |diff| = {value:.3g}); timings would compare different computations"
-                    )
+            require_agreement(f"regzoo and reference ELR ({dtype}, call {call})", diffs, TOL)
         lines.append(f"{str(dtype).removeprefix('torch.')}: max |diff| loss "
                      f"{worst['loss']:.1e}, grad {worst['grad']:.1e}, memory "
                      f"{worst['memory']:.1e}")

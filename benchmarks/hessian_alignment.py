@@ -46,6 +46,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from _agreement import require_agreement
 from torch import nn
 
 from regzoo.methods.hessian_alignment import CORAL, DEFAULTS, Fishr, HessianAlignment, IRMv1, VREx
@@ -130,10 +131,7 @@ def check_hgp_agreement(tol: float = 1e-12) -> str:
         results.append((loss.detach(), grad, flat(tuple(p.detach() for p in model.parameters()))))
     diffs = {key: float((a - b).abs().max())
              for key, a, b in zip(("loss", "grad", "parameters"), *results)}
-    for key, value in diffs.items():
-        if value > tol:
-            raise SystemExit(f"FAIL: regzoo and reference HGP disagree ({key}: max |diff| = "
-                             f"{value:.3g}); timings would compare different computations")
+    require_agreement("regzoo and reference HGP", diffs, tol)
     return (f"3 domains × 48, MLP 128-64-64-10, float64: max |diff| loss {diffs['loss']:.1e}, "
             f"grad {diffs['grad']:.1e}, parameters after one Adam step "
             f"{diffs['parameters']:.1e} (≤ {tol:g}): PASS")

@@ -54,6 +54,7 @@ import sys
 from collections.abc import Callable
 
 import torch
+from _agreement import require_agreement
 from torch import nn
 
 from regzoo.adapters.lowrank import apply_low_rank
@@ -190,10 +191,7 @@ def check_reference_agrees(width: int = 96, depth: int = 3, steps: int = 8) -> s
         records[arm] = {"loss": torch.stack(losses), "grad": grad, "weights": weights}
     diffs = {key: float((records["regzoo"][key] - records["reference"][key]).abs().max())
              for key in records["regzoo"]}
-    for key, value in diffs.items():
-        if value > TOL:
-            raise SystemExit(f"FAIL: regzoo SaRA and the reference disagree ({key}: max |diff| = "
-                             f"{value:.3g}); timings would compare different computations")
+    require_agreement("regzoo SaRA and the reference", diffs, TOL)
     return (f"{depth} × Linear({width}, {width}), {steps} AdamW steps with the nuclear norm "
             f"(λ_rank = 1e-3), float64: max |diff| losses {diffs['loss']:.1e}, first task "
             f"gradient {diffs['grad']:.1e}, weights {diffs['weights']:.1e} (≤ {TOL:g}): PASS")

@@ -37,6 +37,7 @@ import sys
 
 import torch
 import torch.nn.functional as F
+from _agreement import require_agreement
 from torch import nn
 
 from regzoo.data import load_digits
@@ -163,11 +164,8 @@ def check_agreement(x: torch.Tensor, y: torch.Tensor) -> list[str]:
                      for key, value in (("logits", logits), ("grad", grads),
                                         ("weights", weights))}
             variant = f"{kind}, {'learned' if learn else 'fixed'} a, b"
-            for key, value in diffs.items():
-                if value > TOL:
-                    raise SystemExit(f"FAIL: regzoo and reference WC disagree ({variant}, {key}: "
-                                     f"max relative |diff| = {value:.3g}); timings would compare "
-                                     "different computations")
+            require_agreement(f"regzoo and reference WC ({variant})", diffs, TOL,
+                              measure="max relative |diff|")
             lines.append(f"{variant}: max relative |diff| logits {diffs['logits']:.1e}, grad "
                          f"{diffs['grad']:.1e}, weights after {AGREEMENT_STEPS} SGD steps "
                          f"{diffs['weights']:.1e}")

@@ -143,6 +143,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         raise ValueError(f"no benchmark for {args.slug!r} at {script} (benchmarks/ ships with the "
                          "source checkout: run from a clone installed with pip install -e .)")
     sys.argv = [str(script), *(["--quick"] if args.quick else []), *args.args]
+    sys.path.insert(0, str(script.parent))  # as `python benchmarks/x.py` does: shared helpers
     runpy.run_path(str(script), run_name="__main__")
     return 0
 
