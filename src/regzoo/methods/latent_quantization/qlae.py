@@ -52,6 +52,7 @@ from regzoo.data.batches import TensorBatches
 from regzoo.models.small import MLP
 from regzoo.quantizers import ScalarQuantizer, VectorQuantizer
 from regzoo.registry import Default, register
+from regzoo.train.distributed import DistributedContext, unwrap_model
 from regzoo.train.loop import History, fit
 
 LATENTS = ("quantized", "global", "frozen", "vector", "continuous", "gaussian")
@@ -135,9 +136,14 @@ class LatentAutoencoder(nn.Module):
 
 
 def qlae_loss(model: LatentAutoencoder, x: torch.Tensor, *, quantization_weight: float = 0.01,
-              commitment_weight: float = 0.01, beta: float = 4.0) -> LossBreakdown:
-    """Pixel BCE (mean) plus the latent's weighted terms (module docstring) for one batch."""
-    out = model(x)
+              commitment_weight: float = 0.01, beta: float = 4.0,
+              net: nn.Module | None = None) -> LossBreakdown:
+    """Pixel BCE (mean) plus the latent's weighted terms (module docstring) for one batch.
+
+    ``net`` runs the forward when given: ``model`` wrapped in DDP, whose forward its gradient
+    averaging needs (the wrapper does not expose ``model``'s attributes, hence both).
+    """
+    out = (net or model)(x)
     target = x.reshape(x.shape[0], -1)
     parts = {"bce": F.binary_cross_entropy_with_logits(out.logits, target)}
     weights = {"bce": 1.0}
@@ -264,10 +270,12 @@ def fit_qlae(model: LatentAutoencoder, images: torch.Tensor, *,
              evaluate: Callable[[nn.Module, int], dict[str, float]] | None = None,
              eval_every: int = 1, checkpoint_path: str | None = None,
              checkpoint_every: int = 1, resume: bool = False, progress: bool | None = None,
-             log: Callable[[dict[str, float]], None] | None = None) -> QLAEResult:
+             log: Callable[[dict[str, float]], None] | None = None,
+             context: DistributedContext | None = None) -> QLAEResult:
     """Train ``model`` to reconstruct ``images`` (values in [0, 1]) with the QLAE recipe.
 
-    Built on :func:`regzoo.train.fit` (checkpoints with exact resume, DDP under torchrun).
+    Built on :func:`regzoo.train.fit` (checkpoints with exact resume; DDP across the ranks of
+    ``context``, each rank on its shard of every epoch's permutation).
     Weight gradients are clipped to [−``clip``, ``clip``] element-wise after every backward,
     then one AdamW steps both groups of :func:`qlae_param_groups`.
 
@@ -279,6 +287,8 @@ def fit_qlae(model: LatentAutoencoder, images: torch.Tensor, *,
         evaluate, eval_every: metrics of the model every ``eval_every`` epochs.
         checkpoint_path, checkpoint_every, resume: as :func:`regzoo.train.fit` (an epoch of
             768 images is 6 steps: checkpoint every few dozen epochs, not every one).
+        context: the process context from :func:`regzoo.train.init_distributed` under
+            torchrun (default: one process on the model's device).
     """
     config = config or QLAEConfig()
     if not isinstance(model, LatentAutoencoder):
@@ -291,7 +301,7 @@ def fit_qlae(model: LatentAutoencoder, images: torch.Tensor, *,
     clipped = groups[0]["params"]
 
     def step(net: nn.Module, batch: Any) -> LossBreakdown:
-        return qlae_loss(net.module if hasattr(net, "module") else net, batch[0],
+        return qlae_loss(unwrap_model(net), batch[0], net=net,
                          quantization_weight=config.quantization_weight,
                          commitment_weight=config.commitment_weight, beta=config.beta)
 
@@ -303,7 +313,7 @@ def fit_qlae(model: LatentAutoencoder, images: torch.Tensor, *,
     history = fit(model, batches, step, optimizer, epochs=config.epochs, evaluate=evaluate,
                   eval_every=eval_every, after_backward=clip_weights,
                   checkpoint_path=checkpoint_path, checkpoint_every=checkpoint_every,
-                  resume=resume, progress=progress,
+                  resume=resume, progress=progress, context=context,
                   desc="qlae", log=log)
     return QLAEResult(model=model, history=history)
 
