@@ -14,8 +14,8 @@ from regzoo.registry import results_dir
 from regzoo.repro.claims import MIN_SEEDS
 from regzoo.repro.runner import load_reproduction, result_changes
 
-PENDING_RERUN: set[str] = {"adapt_unlearn", "colide", "more_is_better", "rmt",
-                            "soft_equivariance", "sparse_ot", "stn"}
+PENDING_RERUN: set[str] = {"adapt_unlearn", "ba_lora", "colide", "rmt", "sara", "sorsa",
+                            "stn"}
 """Results whose code changed since their full run; each leaves with its re-run."""
 
 RESULTS = sorted(path.parent.name for path in results_dir().glob("*/result.json"))
