@@ -214,7 +214,7 @@ def _asset_overrides(name: str, items: Sequence[str]) -> dict[str, object]:
     return values
 
 
-LATE_ASSET_PLUGINS = ("regzoo.models.pretrained", "regzoo.methods.pnp_mimo_denoiser",
+LATE_ASSET_PLUGINS = ("regzoo.models.pretrained", "regzoo.models.pnp_mimo_denoiser",
                       "regzoo.models.digit_cnn", "regzoo.models.digit_teacher")
 """Asset modules the CLI imports beside ``regzoo.assets.PLUGINS``. ``assets.py`` is in the
 fingerprint of six committed results, so a builder added since its last full re-run is listed

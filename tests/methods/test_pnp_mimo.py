@@ -310,7 +310,7 @@ def test_bad_solver_input_is_refused_by_name():
 
 
 def test_the_denoiser_keeps_any_grid_shape_and_refuses_a_missing_noise_map():
-    from regzoo.methods.pnp_mimo_denoiser import MagnitudeDenoiser3D
+    from regzoo.models.pnp_mimo_denoiser import MagnitudeDenoiser3D
 
     torch.manual_seed(0)
     net = MagnitudeDenoiser3D(4)

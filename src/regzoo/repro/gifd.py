@@ -11,8 +11,9 @@ the DCGAN priors were trained on, so no private digit was seen by a prior. Each 
 ``images`` of them (a seeded permutation); at batch 4 they are grouped greedily into batches of
 four distinct labels (the official driver draws distinct labels too) and ``images // 4`` batches
 are attacked. The client shares g* = ∇_w CE of its batch (mean over the batch), plus, with the
-``noise`` defence, i.i.d. N(0, σ²) on every entry, σ = 1e-2 (official ``defense.additive_noise``
-default), drawn from the seed's CPU generator: every arm and prior of a seed attacks the same
+``noise`` defence, i.i.d. N(0, σ²) on every entry, σ = 1e-2 (the official ``rec_mult.py``'s
+value for ``defense_method: noise`` when no σ is given, l. 250; ``defense.additive_noise``'s own
+default is 0.1), drawn from the seed's CPU generator: every arm and prior of a seed attacks the same
 observations.
 
 Priors (:func:`regzoo.generative.digit_dcgan`, the cached 8×8 DCGAN, EMA generator, three

@@ -180,7 +180,7 @@ def scene_batch(op: NearFieldMIMO, scene_seeds: Sequence[int], snr_db: float,
                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
     """True magnitudes (B, nx, ny, nz) in [0, 1], noisy measurements and ball radii."""
     from regzoo.imaging.scenes import random_scene, voxelize
-    from regzoo.methods.pnp_mimo_denoiser import SCENE_PRIMITIVES
+    from regzoo.models.pnp_mimo_denoiser import SCENE_PRIMITIVES
 
     axes = [a.numpy() for a in op.axes]
     magnitudes = []
@@ -214,7 +214,7 @@ def _prior(arm: str, config: PnPMIMOReproConfig, alpha: float,
            device: torch.device) -> dict[str, Any]:
     """pnp_csalsa's options for a C-SALSA arm."""
     if arm in ("pnp_cnn", "cnn_complex"):
-        from regzoo.methods.pnp_mimo_denoiser import pretrained_denoiser
+        from regzoo.models.pnp_mimo_denoiser import pretrained_denoiser
 
         net = pretrained_denoiser(grid_shape=(config.grid,) * 3, steps=config.denoiser_steps,
                                   n_volumes=config.denoiser_volumes)
@@ -466,7 +466,7 @@ class PnPMIMOReproduction(Reproduction):
             f"with K = {config.K:g}; α of each prior chosen per setting on "
             f"{config.search_scenes} search scenes from its grid (the table's α). The deep "
             "prior is a 2-level 3-D U-Net trained for a few CPU minutes on procedural volumes "
-            "(regzoo.methods.pnp_mimo_denoiser), not the paper's network.",
+            "(regzoo.models.pnp_mimo_denoiser), not the paper's network.",
             "Reading (from the pilots in the module docstring): with far fewer measurements "
             "than voxels and a free phase per voxel, the "
             "constrained problem min TV(|x|) s.t. ‖y − Ax‖ ≤ ε admits magnitudes that are "

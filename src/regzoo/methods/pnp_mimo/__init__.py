@@ -7,7 +7,7 @@ The method, its equations, defaults and departures from the official code are do
   frequency), the X-array preset, noise at a given SNR, back-projection and Kirchhoff migration.
 * :mod:`.solver` — :func:`magnitude_prox`, :func:`complex_prox`, the l1 / TV / network priors,
   CG, the ball projection and :func:`pnp_csalsa`.
-* :mod:`regzoo.methods.pnp_mimo_denoiser` (a module of its own, so that the cached network's
+* :mod:`regzoo.models.pnp_mimo_denoiser` (a module of its own, so that the cached network's
   key does not change with the solver's code) — the small 3-D denoiser with a noise-level
   map, trained on procedural magnitude volumes and cached as the asset ``pnp_mimo_denoiser``.
 """

@@ -1,6 +1,7 @@
 """The near-field MIMO Born operator A, its adjoint, noise, and the two classical imagers.
 
-Forward model (paper §II; official ``src/forward_models/bornapprox.py``): transmitters p_t
+Forward model (paper §II; official ``src/forward_models/bornapprox.py`` at commit 3b8b15c, the
+last with the source: a later commit removed ``src/``): transmitters p_t
 (t = 1..N_T), receivers q_r (r = 1..N_R), frequencies f_k with wavenumbers κ_k = 2π f_k / c,
 voxel centres s_v with complex reflectivity x_v:
 

@@ -1,8 +1,9 @@
 """The small 3-D denoiser of the plug-and-play prior, trained on procedural magnitude volumes.
 
 The paper trains a 3-D U-Net (3 levels, 32 channels at the top, input [magnitude, σ-map]) on
-a synthetic data set of 3-D scenes (official ``trained_model/info.json``: MSE, Adam 1e-3,
-batch 16, noise std σ ~ U[0, 0.2] on max-normalised magnitudes). Neither the data set nor the
+a synthetic data set of 3-D scenes (official ``trained_model/info.json`` at commit 3b8b15c,
+removed since: MSE, Adam 1e-3, batch 16, noise std σ ~ U[0, 0.2] on max-normalised
+magnitudes). Neither the data set nor the
 weights can be downloaded here, so :class:`MagnitudeDenoiser3D` is a smaller U-Net of the same
 shape trained in a few CPU minutes:
 
@@ -22,8 +23,8 @@ and loads it afterwards. Measured at the defaults (600 Adam steps of batch 8, on
 shared, loaded 2-core machine): 170 s to build, training MSE 1.7e-3 over the last 60 steps
 (the noisy inputs' mean MSE is E σ² = 0.2²/3 ≈ 1.3e-2).
 
-The module lives outside :mod:`regzoo.methods.pnp_mimo` so that the asset's cache key (the
-import closure of its builder) does not change with the solver's code.
+The module lives in :mod:`regzoo.models`, outside :mod:`regzoo.methods.pnp_mimo`, so that the
+asset's cache key (the import closure of its builder) does not change with the solver's code.
 """
 
 from __future__ import annotations
