@@ -42,7 +42,7 @@ def test_every_script_runs_once_and_the_file_holds_each_ones_tables(scripts, tmp
     assert [r.name for r in runs] == ["alpha", "broken"]
     assert [r.ok for r in runs] == [True, False]
     text = out.read_text()
-    assert "`regzoo bench --all --quick`" in text
+    assert "`regzoo bench --all --quick`" in text and "load average" in text
     assert "| [alpha](#alpha) |" in text and "| ok |" in text
     assert "**failed** (exit 1)" in text
     assert "threads 1" in text  # one thread per benchmark

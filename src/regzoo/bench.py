@@ -96,14 +96,17 @@ def render(runs: list[BenchmarkRun], *, quick: bool, commit: str | None,
     """The markdown of ``results/benchmarks.md``: header, index, each script's tables."""
     users = methods_by_script()
     tree = {False: "clean", True: "dirty (uncommitted changes)", None: "unknown"}[dirty]
+    load = " / ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
     lines = [
         "# Benchmarks: every method against its plain step, its peers and its paper formula",
         "",
         f"`regzoo bench --all{' --quick' if quick else ''}` at commit `{commit or 'unknown'}` "
         f"({tree} tree), each script in its own process with one thread, one after another; "
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, python "
-        f"{platform.python_version()}. Ratios were measured side by side inside each script "
-        "(steps interleaved round-robin); absolute times are those of this machine only.",
+        f"{platform.python_version()}, load average {load} (1, 5, 15 min) when the file was "
+        "written. Ratios were measured side by side inside each script (steps interleaved "
+        "round-robin), so other load slows both arms alike; absolute times are those of this "
+        "machine at that load only.",
         "",
         "| benchmark | methods | wall s | status |",
         "|---|---|---:|---|",
