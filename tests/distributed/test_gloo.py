@@ -88,6 +88,11 @@ def _spawn(fn: Callable[[int], Any], out: Path, timeout: float = 90.0) -> list[A
     return [torch.load(out / f"rank{r}.pt") for r in range(WORLD)]
 
 
+def _gap(got: list[torch.Tensor], want: list[torch.Tensor]) -> float:
+    """The largest |difference| between two lists of tensors (parameters of two runs)."""
+    return max(float((a - b).abs().max()) for a, b in zip(got, want, strict=True))
+
+
 # --- 1. DDP gradients and ELR's gathered memory -----------------------------------------------
 
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import pytest
 import torch
 import torch.nn.functional as F
-from test_gloo import WORLD, _spawn
+from test_gloo import WORLD, _gap, _spawn
 from torch import nn
 
 from regzoo.methods.dr_tune import DRTune
@@ -272,10 +272,6 @@ def _worker(rank: int) -> dict[str, dict[str, object]]:
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, dict[str, object]]]:
     return _spawn(_worker, tmp_path_factory.mktemp("penalties"), timeout=240.0)
-
-
-def _gap(got: list[torch.Tensor], want: list[torch.Tensor]) -> float:
-    return max(float((a - b).abs().max()) for a, b in zip(got, want, strict=True))
 
 
 @pytest.mark.parametrize("case", sorted(RECIPES))

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
-from test_gloo import WORLD, _spawn
+from test_gloo import WORLD, _gap, _spawn
 
 from regzoo.models import MLP
 from regzoo.registry import card, cards
@@ -96,10 +96,6 @@ def _worker(rank: int) -> dict[str, list[torch.Tensor]]:
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, list[torch.Tensor]]]:
     return _spawn(_worker, tmp_path_factory.mktemp("transforms"), timeout=240.0)
-
-
-def _gap(got: list[torch.Tensor], want: list[torch.Tensor]) -> float:
-    return max(float((a - b).abs().max()) for a, b in zip(got, want, strict=True))
 
 
 @pytest.mark.parametrize("slug", TRANSFORMS)
