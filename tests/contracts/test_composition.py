@@ -370,12 +370,6 @@ def test_two_transforms_on_different_layers_both_train(first, second):
 
 # --- penalties with transforms ------------------------------------------------------------------
 
-WRAPPED_HEAD = pytest.mark.xfail(
-    strict=True, raises=TypeError,
-    reason="DR-Tune reads its class weights W_c from an nn.Linear head and refuses a head that "
-    "a transform wrapped (an adapter, HAG's gate), though each has an effective weight "
-    "(issue 23; the fix changes dr_tune.py, in its result's fingerprint, so it waits for its "
-    "re-run)")
 PENALTY_TRANSFORM_DECLARED = {
     ("hessian_alignment", "ba_lora"): "BA-LoRA's default targets leave the classifier head "
     "frozen, so HGP has no head gradient to align: adapt the head or keep it in "
@@ -384,9 +378,7 @@ PENALTY_TRANSFORM_DECLARED = {
 """Penalty × transform pairs that do not meet as applied by default, and why."""
 
 PENALTY_TRANSFORM_PAIRS = [
-    pytest.param(pen, tr, id=f"{pen}+{tr.slug}",
-                 marks=[WRAPPED_HEAD] if pen == "dr_tune" and tr.slug in (
-                     "hag", "rmt", "sara", "sorsa") else [])
+    pytest.param(pen, tr, id=f"{pen}+{tr.slug}")
     for pen in PENALTY_RECIPES for tr in TRANSFORMS
     if (pen, tr.slug) not in PENALTY_TRANSFORM_DECLARED]
 

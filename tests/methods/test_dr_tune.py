@@ -11,6 +11,7 @@ from torch import nn
 from regzoo.methods.dr_tune import (
     DRTune,
     downstream_centres,
+    head_class_weights,
     init_head,
     procrustes_align,
     semantic_calibration,
@@ -303,6 +304,83 @@ def test_init_head_draws_from_a_normal_with_the_official_std():
     assert abs(float(head.weight.detach().std()) - 0.01) < 0.0005
 
 
+# --- a head wrapped by a transform -----------------------------------------------------------
+
+def _wrapped_head(slug):
+    """An nn.Linear(D, C) head wrapped by transform ``slug``, its trainable parameters moved."""
+    from regzoo.methods.ba_lora import BALoRA
+    from regzoo.methods.hag import HardAttentionGates
+    from regzoo.methods.rmt import MaskTuning
+    from regzoo.methods.sara import SaRA
+    from regzoo.methods.sorsa import SORSA
+
+    apply = {"ba_lora": lambda m: BALoRA.apply(m, target_modules=["head"], rank=2),
+             "hag": lambda m: HardAttentionGates.apply(m, sites=["head"]),
+             "rmt": lambda m: MaskTuning.apply(m, target_modules=["head"], init="uniform",
+                                               threshold=0.5, scale=1.0),
+             "sara": lambda m: SaRA.apply(m, target_modules=["head"], fraction=0.5),
+             "sorsa": lambda m: SORSA.apply(m, target_modules=["head"], rank=2)}[slug]
+    torch.manual_seed(3)
+    holder = nn.Module()
+    holder.head = nn.Linear(D, C).double()
+    handle = apply(holder)
+    g = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        for p in handle.trainable_parameters():
+            p.add_(0.5 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    return holder.head
+
+
+def _closed_form_weight(slug, head):
+    """The weight each wrapper computes with, from its own definition."""
+    if slug == "hag":
+        gate = head.gate.value()
+        weight = head.layer.weight
+        return gate[:, None] * weight if head.where == "output" else weight * gate
+    if slug == "rmt":
+        return head.masked_weight()
+    if slug == "sara":
+        return head.effective_weight()
+    return head.weight_matrix() + head.delta_weight()
+
+
+@pytest.mark.parametrize("slug", ["ba_lora", "hag", "rmt", "sara", "sorsa"])
+def test_a_wrapped_heads_class_weights_are_the_weight_it_computes_with(slug):
+    head = _wrapped_head(slug)
+    expected = _closed_form_weight(slug, head).detach()
+    base = head.layer if slug == "hag" else head.base
+    assert not torch.allclose(expected, base.weight), "the wrapper must change the map"
+    torch.testing.assert_close(head_class_weights(head, D), expected, rtol=0, atol=1e-12)
+
+
+def test_a_gated_head_gives_the_dr_term_of_the_linear_head_it_folds_into():
+    gated = _wrapped_head("hag")
+    assert gated.where == "output"
+    folded = nn.Linear(D, C).double()
+    with torch.no_grad():
+        gate = gated.gate.value()
+        folded.weight.copy_(gate[:, None] * gated.layer.weight)
+        folded.bias.copy_(gate * gated.layer.bias)
+    x, y = _data()
+    terms = []
+    for head in (gated, folded):
+        encoder = _encoder().double()
+        dr = DRTune(encoder, copy.deepcopy(encoder), head, C, queue_size=8)
+        dr.warm_up(_batches(x.double(), y, 4))
+        terms.append([dr(encoder(xb), xb, yb) for xb, yb in _batches(x.double(), y, 4)])
+    torch.testing.assert_close(torch.stack(terms[0]), torch.stack(terms[1]), rtol=1e-12,
+                               atol=1e-12)
+
+
+def test_reading_the_class_weights_leaves_every_training_flag_as_it_was():
+    head = nn.Sequential(nn.Dropout(0.5), nn.Linear(D, C), nn.Dropout(0.5))
+    head.train()
+    head[2].eval()
+    weights = head_class_weights(head, D)
+    torch.testing.assert_close(weights, head[1].weight.detach())
+    assert [m.training for m in head.modules()] == [True, True, True, False]
+
+
 # --- bad input --------------------------------------------------------------------------------
 
 def test_the_same_module_as_both_encoders_is_refused():
@@ -320,8 +398,11 @@ def test_constructor_names_bad_options():
         DRTune(encoder, copy.deepcopy(encoder), nn.Linear(D, C), 4)
     with pytest.raises(ValueError, match="dr_weight"):
         DRTune(encoder, copy.deepcopy(encoder), nn.Linear(D, C), C, dr_weight=1.5)
-    with pytest.raises(TypeError, match=r"head must be an nn\.Linear"):
-        DRTune(encoder, copy.deepcopy(encoder), nn.Sequential(nn.Linear(D, C)), C)
+    with pytest.raises(TypeError, match="module wrapping exactly one"):
+        DRTune(encoder, copy.deepcopy(encoder), nn.Sequential(nn.Linear(D, 8), nn.Tanh(),
+                                                             nn.Linear(8, C)), C)
+    with pytest.raises(TypeError, match="not affine in its input"):
+        DRTune(encoder, copy.deepcopy(encoder), nn.Sequential(nn.Linear(D, C), nn.Tanh()), C)
 
 
 @pytest.mark.parametrize(("case", "error", "match"), [
@@ -357,7 +438,7 @@ def test_pretrained_encoder_width_other_than_the_head_input_is_refused_at_warm_u
     encoder = _encoder(width=D + 2)
     dr = DRTune(_encoder(), encoder, nn.Linear(D, C), C, queue_size=8)
     x, y = _data()
-    with pytest.raises(ValueError, match=r"the encoders' width must equal head\.in_features"):
+    with pytest.raises(ValueError, match=r"the encoders' width must equal the head's input width"):
         dr.warm_up(_batches(x, y, 4))
     assert not bool(dr.written.any())
 

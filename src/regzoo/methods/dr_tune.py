@@ -42,7 +42,8 @@ Defaults and sources: queue_size K = 2048 (official ``configs/*_k2048_*.yaml``),
 resets it), head weight init N(0, 0.01²) (official ``model.py``; :func:`init_head`), rotation,
 translation and confidence weighting on (the full method; the paper's ablation switches them),
 backbone lr 0.01 and head lr 0.33 with SGD momentum 0.9, Nesterov, weight decay 1e-4
-(official ``worker.py`` and configs; :meth:`DRTune.param_groups` builds the two groups).
+(official ``configs/cifar10_k2048_lr001.yaml``: ``lr: [0.01, 0.33]``, the two groups ``worker.py``
+builds; :meth:`DRTune.param_groups` builds them here).
 
 Cost per step beyond fine-tuning: one no-grad forward of f_0 on the batch, the head on K extra
 rows (K·D·C), O(K·D) for the class shift, and every ``rotate_every`` steps a D×D SVD (O(D³),
@@ -58,6 +59,9 @@ Departures from the official code, and why:
 - A class with one queue member is shifted like any other (the official ``.squeeze()`` turns
   its index into a 0-d tensor and the class mean into a scalar).
 - ``dr_weight`` makes the implicit weight K/(B + K) explicit and adjustable.
+- The head may be wrapped by a transform (a LoRA-style adapter, a binary mask, a HAG gate, a
+  parametrisation): W_c is then read from the affine map the head computes (eval mode,
+  W = h(I) − h(0)), the class weights the official ``cls_head.weight`` stands for.
 - The official evaluation reports the best test accuracy over epochs; ours (``repro``) selects
   on a validation split only.
 """
@@ -72,6 +76,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from regzoo.core.checks import check_positive_int, check_range
+from regzoo.core.modes import eval_mode
 from regzoo.registry import Default, register
 
 
@@ -84,6 +89,60 @@ def init_head(head: nn.Linear, std: float = 0.01, generator: torch.Generator | N
         weight = torch.randn(head.weight.shape, generator=generator, dtype=torch.float64)
         head.weight.copy_(weight * std)
     return head
+
+
+def head_shape(head: nn.Module) -> tuple[int, int]:
+    """(D, C), the input width and outputs of an affine head.
+
+    Its own ``in_features``/``out_features`` (``nn.Linear``, regzoo's adapters), else those of
+    the one ``nn.Linear`` it contains (a gate or another wrapper around a linear layer).
+    """
+    sizes = getattr(head, "in_features", None), getattr(head, "out_features", None)
+    if all(isinstance(n, int) for n in sizes):
+        return sizes
+    linears = [m for m in head.modules() if isinstance(m, nn.Linear)]
+    if len(linears) != 1:
+        raise TypeError(f"head must be a linear classification head (an nn.Linear, or a module "
+                        f"wrapping exactly one), got a {type(head).__name__} with "
+                        f"{len(linears)} nn.Linear layers and no in_features/out_features")
+    return linears[0].in_features, linears[0].out_features
+
+
+def head_class_weights(head: nn.Module, width: int) -> torch.Tensor:
+    """The class weights W (C, D) of an affine head h(u) = W u + b (paper §3: W_c, its rows).
+
+    An ``nn.Linear`` (parametrised or not) gives its ``weight``. A wrapped head (an adapter, a
+    mask, a gate) gives the map it computes, read off in eval mode without gradient:
+    W = (h(I_D) − h(0))ᵀ, one head call on D + 1 rows.
+    """
+    if isinstance(head, nn.Linear):
+        return head.weight
+    reference = next(head.parameters(), None)
+    dtype = reference.dtype if reference is not None else torch.get_default_dtype()
+    device = reference.device if reference is not None else None
+    probe = torch.cat([torch.eye(width, dtype=dtype, device=device),
+                       torch.zeros(1, width, dtype=dtype, device=device)])
+    with eval_mode(head), torch.no_grad():
+        rows = head(probe)
+    return (rows[:-1] - rows[-1]).mT
+
+
+def check_affine_head(head: nn.Module, width: int) -> None:
+    """Refuse a head that is not affine: DR-Tune's W_c is only defined for h(u) = W u + b."""
+    if isinstance(head, nn.Linear):
+        return
+    weights = head_class_weights(head, width)
+    generator = torch.Generator().manual_seed(0)
+    u = torch.randn(4, width, generator=generator, dtype=torch.float64).to(weights)
+    with eval_mode(head), torch.no_grad():
+        out, offset = head(u), head(torch.zeros_like(u[:1]))
+    expected = u @ weights.mT + offset
+    tolerance = 1e-4 * (1.0 + float(expected.abs().max()))
+    if not bool(torch.isfinite(out).all()) or float((out - expected).abs().max()) > tolerance:
+        raise TypeError(f"head must compute an affine map h(u) = W u + b (DR-Tune's confidence "
+                        f"weighting reads the class weights W_c), but the "
+                        f"{type(head).__name__} given is not affine in its input; pass the "
+                        "linear classification layer (wrapped or not), not an MLP head")
 
 
 def _check_points(name: str, value: object) -> torch.Tensor:
@@ -205,7 +264,8 @@ def semantic_calibration(pretrained: torch.Tensor, downstream: torch.Tensor,
         Default("confidence_weighting", True, "paper §3 (softmax over W_c similarity)"),
         Default("head init std", 0.01, "official model.py (weight ~ N(0, 0.01²))"),
         Default("backbone lr", 0.01, "official configs (SGD, momentum 0.9, Nesterov, wd 1e-4)"),
-        Default("head lr", 0.33, "official worker.py (tuned for 2048-d features)"),
+        Default("head lr", 0.33, "official configs/cifar10_k2048_lr001.yaml (lr[1], the head "
+                "group worker.py l. 46 builds)"),
     ),
     variants=("DR only (rotation=False, translation=False)", "DR + rotation (translation=False)",
               "DR + translation (rotation=False)", "full DR-Tune",
@@ -219,7 +279,10 @@ class DRTune(nn.Module):
             :meth:`param_groups`; its features are passed to the call).
         pretrained_encoder: the frozen pretrained copy f_0 (a different module, typically
             ``copy.deepcopy(encoder)`` before training); frozen here and kept in eval mode.
-        head: the linear classification head h, ``nn.Linear(D, num_classes)``.
+        head: the linear classification head h: ``nn.Linear(D, num_classes)``, or such a layer
+            wrapped by a transform (an adapter, a mask, a gate, a parametrisation): any module
+            computing an affine map h(u) = W u + b, whose W gives the class weights W_c
+            (:func:`head_class_weights`).
         num_classes: C.
         queue_size: K, rows of each queue (≥ the batch size).
         dr_weight: w in [0, 1]; None gives the official K/(B + K).
@@ -251,13 +314,14 @@ class DRTune(nn.Module):
         if shared:
             raise ValueError(f"encoder and pretrained_encoder share {len(shared)} parameters; "
                              "pass a copy, e.g. pretrained_encoder=copy.deepcopy(encoder)")
-        if not isinstance(head, nn.Linear):
-            raise TypeError(f"head must be an nn.Linear (DR-Tune uses its class weights W_c), "
-                            f"got {type(head).__name__}")
+        if not isinstance(head, nn.Module):
+            raise TypeError(f"head must be an nn.Module, got {type(head).__name__}")
+        width, outputs = head_shape(head)
         num_classes = check_positive_int("num_classes", num_classes, minimum=2)
-        if head.out_features != num_classes:
-            raise ValueError(f"head has {head.out_features} outputs but num_classes is "
+        if outputs != num_classes:
+            raise ValueError(f"head has {outputs} outputs but num_classes is "
                              f"{num_classes}; build the head as nn.Linear(D, {num_classes})")
+        check_affine_head(head, width)
         self.queue_size = check_positive_int("queue_size", queue_size)
         self.rotate_every = check_positive_int("rotate_every", rotate_every)
         if dr_weight is not None:
@@ -269,13 +333,19 @@ class DRTune(nn.Module):
         self.encoder = encoder
         self.pretrained_encoder = pretrained_encoder.requires_grad_(False).eval()
         self.head = head
-        width = head.in_features
-        self.register_buffer("pretrained_queue", torch.zeros(queue_size, width))
-        self.register_buffer("downstream_queue", torch.zeros(queue_size, width))
-        self.register_buffer("label_queue", torch.zeros(queue_size, dtype=torch.int64))
-        self.register_buffer("written", torch.zeros(queue_size, dtype=torch.bool))
-        self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.int64))
-        self.register_buffer("batch_index", torch.zeros((), dtype=torch.int64))
+        self.width = width
+        # The queues take the head's dtype and device, so a float64 or CUDA model needs no cast.
+        like = self.class_weights()
+        features = {"dtype": like.dtype, "device": like.device}
+        self.register_buffer("pretrained_queue", torch.zeros(queue_size, width, **features))
+        self.register_buffer("downstream_queue", torch.zeros(queue_size, width, **features))
+        self.register_buffer("label_queue", torch.zeros(queue_size, dtype=torch.int64,
+                                                        device=like.device))
+        self.register_buffer("written", torch.zeros(queue_size, dtype=torch.bool,
+                                                    device=like.device))
+        self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.int64, device=like.device))
+        self.register_buffer("batch_index", torch.zeros((), dtype=torch.int64,
+                                                        device=like.device))
 
     # --- modes and optimisation ------------------------------------------------------------
 
@@ -333,10 +403,10 @@ class DRTune(nn.Module):
     def _pretrained_features(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             p = self.pretrained_encoder(x)
-        if p.ndim != 2 or p.shape[1] != self.head.in_features:
+        if p.ndim != 2 or p.shape[1] != self.width:
             raise ValueError(f"pretrained_encoder gives features of shape {tuple(p.shape)} but "
-                             f"the head takes {self.head.in_features}; the encoders' width must "
-                             "equal head.in_features")
+                             f"the head takes {self.width}; the encoders' width must "
+                             "equal the head's input width")
         return p
 
     @torch.no_grad()
@@ -376,12 +446,16 @@ class DRTune(nn.Module):
 
     # --- the regulariser -----------------------------------------------------------------------
 
+    def class_weights(self) -> torch.Tensor:
+        """The head's class weights W (C, D): see :func:`head_class_weights`."""
+        return head_class_weights(self.head, self.width)
+
     def calibrated_queue(self, features: torch.Tensor) -> torch.Tensor:
         """P̃ for a batch with downstream ``features`` (no state change)."""
         rotate = self.rotation and int(self.batch_index) % self.rotate_every == 0
         s = features.detach().norm(dim=1).mean()
         return semantic_calibration(self.pretrained_queue, self.downstream_queue,
-                                    self.label_queue, self.head.weight, s, rotate=rotate,
+                                    self.label_queue, self.class_weights(), s, rotate=rotate,
                                     translate=self.translation,
                                     confidence_weighting=self.confidence_weighting)
 
@@ -398,10 +472,10 @@ class DRTune(nn.Module):
         if not isinstance(features, torch.Tensor) or not features.is_floating_point():
             raise TypeError("features must be a floating-point tensor (encoder(x)), got "
                             f"{getattr(features, 'dtype', type(features).__name__)}")
-        if features.ndim != 2 or features.shape[1] != self.head.in_features:
-            raise ValueError(f"features must have shape (B, {self.head.in_features}) "
-                             f"(head.in_features), got {tuple(features.shape)}; the encoder's "
-                             "width must equal the head's input")
+        if features.ndim != 2 or features.shape[1] != self.width:
+            raise ValueError(f"features must have shape (B, {self.width}) (the head's input "
+                             f"width), got {tuple(features.shape)}; the encoder's width must "
+                             "equal the head's input")
         self._check_batch(x, target)
         if features.shape[0] != target.shape[0]:
             raise ValueError(f"features must share the batch size of target "
