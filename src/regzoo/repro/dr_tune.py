@@ -21,7 +21,7 @@ Learning rates: per arm and setting, every (encoder lr, head lr) pair of the gri
 {0.03, 0.1, 0.3, 1, 3} × {0.1, 0.33} is trained on the search seeds' training splits and scored
 by final-epoch validation accuracy, averaged over the search seeds (1000 and 1001 in ``full``,
 never training seeds); the best pair is used for every seed. The head lr is swept because
-the official 0.33 is tuned for 2048-d MoCo features. Encoder rates up to 3 are stable here:
+the official 0.33 was set for 2048-d MoCo features. Encoder rates up to 3 are stable here:
 the convolutions feed BatchNorm (scale invariant), and DR-Tune's batch term carries only the
 weight B/(B + K) = 1/9, so its encoder needs a larger rate than fine-tuning's for the same
 step. The official code reports the best
@@ -426,7 +426,7 @@ class DRTuneReproduction(Reproduction):
                 f"rates were chosen from the grid {list(config.backbone_lrs)} × "
                 f"{list(config.head_lrs)} by final validation accuracy on the search seeds "
                 f"{list(config.search_seeds)} (not training seeds); the head lr is swept because "
-                "the official 0.33 suits 2048-d features. The official code reports the best "
+                "the official 0.33 was set for 2048-d features. The official code reports the best "
                 "test accuracy over epochs (selection on test); the numbers here are final-epoch "
                 "test accuracies with nothing chosen on test.")
 
