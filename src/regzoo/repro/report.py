@@ -111,10 +111,20 @@ def result_markdown(repro: Reproduction, result: Mapping[str, Any]) -> str:
         f"{' (with uncommitted changes)' if run.get('git_dirty') else ''}; {run['created_at']}",
         f"- env: torch {result['env']['torch']}, {result['env']['device']}, "
         f"{result['env']['cpu_count']} CPUs",
+        *_distributed_line(run),
         f"- plot: `{run['slug']}.png`",
         "",
     ]
     return "\n".join(lines)
+
+
+def _distributed_line(run: Mapping[str, Any]) -> list[str]:
+    """The torchrun line of a run over several processes (none for one process)."""
+    world_size = run.get("world_size", 1)
+    if world_size == 1:
+        return []
+    return [f"- distributed: world size {world_size}, backend {run.get('backend') or 'unknown'} "
+            "(torchrun)"]
 
 
 LINE_STYLES = ("-", "--", "-.", ":")

@@ -440,6 +440,7 @@ def run_reproduction(
             "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "wall_seconds": time.perf_counter() - wall_start,
             "world_size": context.world_size,
+            "backend": torch.distributed.get_backend() if context.enabled else None,
             "status": "completed",
         },
         "metrics": judged["metrics"],
