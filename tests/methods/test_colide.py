@@ -220,6 +220,77 @@ def test_vectorised_solver_equals_the_plain_algorithm(variance):
     assert np.allclose(est.sigma_, sigma, atol=1e-10)
 
 
+@pytest.mark.parametrize("inverse", ["lapack", "torch"])
+@pytest.mark.parametrize("variance", ["ev", "nv"])
+def test_both_inverse_paths_equal_the_plain_algorithm_at_d_20(monkeypatch, variance, inverse):
+    # The solver inverts with scipy's LAPACK below d = 80 and torch's from there on (CPU);
+    # force each at d = 20. Measured max |ΔW| ≤ 5.3e-14 and |Δσ| ≤ 8.5e-14 over seeds 0-2.
+    import regzoo.methods.colide as colide
+
+    monkeypatch.setattr(colide, "_TORCH_INVERSE_MIN_D", 10**9 if inverse == "lapack" else 0)
+    sem = simulate_linear_sem(20, 300, 40, variance=variance, seed=1)
+    est = CoLiDE(variance, 0.05, T=3, s=(1.0, 0.9, 0.8), warm_iter=300, max_iter=400,
+                 tol=0.0).fit(sem.X)
+    W, sigma = _naive_fit(sem.X, variance, 0.05, 3, (1.0, 0.9, 0.8), (300, 300, 400), 3e-4)
+    assert np.abs(W).max() > 0.2  # edges were learnt: the comparison is not of zeros
+    assert np.allclose(est.W_, W, rtol=0.0, atol=1e-11)
+    assert np.allclose(est.sigma_, sigma, rtol=0.0, atol=1e-11)
+
+
+def _plain_stage(C, sigma, s, lr, iters, variance):
+    """One stage of the official ``minimize`` written plainly, with its domain safeguard."""
+    d = C.shape[0]
+    eye = np.eye(d)
+    W, m, v, step = (np.zeros((d, d)) for _ in range(4))
+    halvings = 0
+
+    def scale(W):
+        R = (eye - W).T @ C @ (eye - W)
+        return np.sqrt(np.trace(R) / d) if variance == "ev" else np.sqrt(np.diag(R))
+
+    for it in range(1, iters + 1):
+        M = np.linalg.inv(s * eye - W * W)
+        while M.min() < -1e-6:
+            assert it > 1 and s > 0.9  # the stage restarts otherwise: not this test's case
+            W = W + lr * step
+            lr *= 0.5
+            halvings += 1
+            W = W - lr * step
+            sigma = scale(W)
+            M = np.linalg.inv(s * eye - W * W)
+        G = -C @ (eye - W) / sigma + 0.05 * np.sign(W) + 2 * W * M.T
+        m = 0.99 * m + 0.01 * G
+        v = 0.999 * v + 0.001 * G**2
+        step = (m / (1 - 0.99**it)) / (np.sqrt(v / (1 - 0.999**it)) + 1e-8)
+        W = W - lr * step
+        sigma = scale(W)
+    return W, sigma, halvings
+
+
+@pytest.mark.parametrize("seed", range(2))
+@pytest.mark.parametrize("variance", ["ev", "nv"])
+def test_step_halving_safeguard_equals_the_plain_algorithm(variance, seed):
+    # A large lr at s = 1 leaves the M-matrix domain mid-stage (1-2 halvings with these seeds):
+    # the in-place undo/retry must give the official iterates. Such a large step amplifies
+    # rounding: measured max |ΔW| ≤ 1.6e-12, |Δσ| ≤ 4.8e-11 (NV, seed 0; the previous solver,
+    # with no in-place tricks, is off by as much: 1.2e-12 / 3.5e-11); a wrong undo is off by
+    # ~lr·step ≈ 1e-2.
+    from regzoo.methods.colide import _Solver
+
+    sem = simulate_linear_sem(6, 500, 10, variance=variance, seed=seed)
+    X = sem.X - sem.X.mean(axis=0)
+    C = X.T @ X / 500
+    sigma0 = np.sqrt(np.diag(C))
+    sigma0 = float(sigma0.min()) if variance == "ev" else sigma0
+    lr = 0.3 if variance == "ev" else 1.0
+    W, sigma, halvings = _plain_stage(C, sigma0, 1.0, lr, 300, variance)
+    stage = _Solver(C, variance, 0.05, 0.0, 0.99, 0.999, 10**9, 1e-6).run(
+        np.zeros((6, 6)), sigma0, 1.0, 300, 1.0, lr)
+    assert halvings >= 1 and stage.success and stage.n_iter == 300
+    assert np.allclose(stage.W, W, rtol=0.0, atol=1e-10)
+    assert np.allclose(stage.sigma, sigma, rtol=0.0, atol=1e-9)
+
+
 @pytest.mark.parametrize("variance", ["ev", "nv"])
 def test_scaling_x_by_c_with_lambda_times_c_and_mu_over_c_gives_the_same_w(variance):
     # S(cX; W, cσ) = c·S(X; W, σ) − the ℓ1 term: the path with (cλ, μ₀/c) has the same
