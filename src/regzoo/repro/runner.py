@@ -451,6 +451,10 @@ def run_reproduction(
     }
     if context.is_main:
         _write_artefacts(repro, result, out_path, mode)
+    if context.enabled:
+        # Every rank returns once the result is on disk, and the ranks leave together rather
+        # than one exiting while rank 0 still times and writes.
+        torch.distributed.barrier()
     return result
 
 
