@@ -47,6 +47,7 @@ from regzoo.methods.hyde.lowlevel import (
     soft_threshold,
     sure_soft,
     sure_threshold,
+    sure_thresholds,
     undo_normalize_bands,
 )
 from regzoo.methods.hyde.otvca import otvca
@@ -86,6 +87,7 @@ __all__ = [
     "soft_threshold",
     "sure_soft",
     "sure_threshold",
+    "sure_thresholds",
     "train_denoiser",
     "tv_denoise",
     "undo_normalize_bands",

@@ -131,7 +131,7 @@ def fasthyde(cube: ArrayLike, *, k_subspace: int = 10, noise_type: str = "additi
         denoiser: eigen-image denoiser ``f(image, sigma)``; default BM3D (extra ``bm3d``).
         full_output: return a :class:`DenoiseResult` (eigen-images, subspace E).
         progress: a bar over the eigen-images (``None``: only on a terminal); BM3D on each
-            is the cost (about 4.5 s on a 64³ cube on one core).
+            is the cost (about 2 s on a 64³ cube on one core).
     """
     return _run(cube, None, k_subspace, noise_type, iid, normalize, denoiser, full_output,
                 progress)

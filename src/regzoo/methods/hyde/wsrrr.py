@@ -17,6 +17,9 @@ Differences from HyDe 0.4.3: HyDe keeps ``rank + 1`` components, runs a fixed 20
 and overwrites the approximation-band threshold with the first detail level's after the first
 sweep; we use ``rank`` components, stop when V changes by less than ``tol`` (at most
 ``max_iter`` = 200), and keep one threshold per (component, group).
+Cost: two DWTs of L images (the whitened coefficients are the first DWT's divided by σ, the
+transform acting band by band) and per iteration two P×L×r products and an L×r SVD; on the
+128³ benchmark cube the 200 iterations run to the end and the products dominate.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from regzoo.methods.hyde.lowlevel import (
     finish,
     procrustes,
     soft_threshold,
-    sure_threshold,
+    sure_thresholds,
 )
 from regzoo.methods.hyde.wavelets import Wavelet2D
 
@@ -59,17 +62,17 @@ def wsrrr(cube: ArrayLike, rank: int, *, wavelet: str = "db5", levels: int = 3,
     check_positive_int("max_iter", max_iter)
     check_range("tol", tol, 0.0)
     dwt = Wavelet2D(rows, cols, wavelet, levels)
-    diag = dwt.forward(y)[torch.as_tensor(dwt.finest_diagonal, device=y.device)]
+    coefficients = dwt.forward(y)
+    diag = coefficients[torch.as_tensor(dwt.finest_diagonal, device=y.device)]
     sigma = (diag.abs().median(dim=0).values / 0.6745).clamp_min(1e-30)
     yw = y / sigma
-    w = dwt.forward(yw)
+    w = coefficients / sigma  # the DWT acts band by band, so D₂ᵀ(Y/σ) = (D₂ᵀY)/σ
     v = torch.linalg.svd(yw.reshape(-1, bands), full_matrices=False).Vh[:rank].T
     groups = [torch.as_tensor(g, device=y.device) for g in dwt.groups]
     first = w @ v
     thresholds = torch.zeros(w.shape[0], rank, dtype=y.dtype, device=y.device)
-    for i in range(rank):
-        for g in groups:
-            thresholds[g, i] = sure_threshold(first[g, i], threshold_search)[0]
+    for g in groups:
+        thresholds[g] = sure_thresholds(first[g], threshold_search)[0]
     history = []
     converged = False
     for _ in progress_bar(range(max_iter), desc="wsrrr", progress=progress):
