@@ -70,6 +70,7 @@ from regzoo.metrics import classification_metrics, predict_logits
 from regzoo.repro.config import ReproConfig
 from regzoo.repro.protocol import Claim, Reproduction, Unit, UnitEnv, UnitResult, shared_once
 from regzoo.train import fit, seed_everything, time_steps
+from regzoo.train.distributed import local_only
 
 DIGITS_ARMS = ("stn", "stn_official", "stn_replay", "fixed", "grid", "random")
 RIDGE_ARMS = ("stn", "initial", "optimal")
@@ -248,9 +249,12 @@ def _digits_unit(config: STNReproConfig, unit: Unit, env: UnitEnv) -> UnitResult
     if unit.arm == "stn_official":
         run = run_stn(config, data, unit.seed, env, official=True)
     elif unit.arm in ("stn", "stn_replay"):
-        # Both arms need the seed's STN run: computed once per run folder, shared by file.
-        run = shared_once(env.workdir, f"stn_digits_seed{unit.seed}",
-                          lambda: run_stn(config, data, unit.seed, None))
+        # Both arms need the seed's STN run: computed once per run folder, shared by file. Under
+        # torchrun one rank computes it alone while the others wait on the file lock, so its
+        # training must issue no collective (it would wait for ranks that never join).
+        with local_only():
+            run = shared_once(env.workdir, f"stn_digits_seed{unit.seed}",
+                              lambda: run_stn(config, data, unit.seed, None))
         if unit.arm == "stn_replay":
             schedule = run["schedule"]
             run = {**train_plain(config, data, unit.seed, lambda epoch: schedule[epoch]),
