@@ -310,15 +310,23 @@ def _training_time_reproductions() -> list[str]:
     return sorted(slugs)
 
 
+SWEEP_LAUNCHES = 3
+"""The sweep's reproductions are split over this many launches, so test workers share them."""
+
+
 @pytest.mark.slow
-def test_every_training_time_reproduction_runs_tiny_under_torchrun(tmp_path: Path) -> None:
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("launch", range(SWEEP_LAUNCHES))
+def test_every_training_time_reproduction_runs_tiny_under_torchrun(tmp_path: Path,
+                                                                   launch: int) -> None:
     """Issue 23: ``regzoo repro <slug> --tiny`` under torchrun works for every training-time
-    method; those with their own test above are left out here, the rest share one launch."""
+    method; those with their own test above are left out here, the rest share three launches."""
     own = {slug for slug, _, _ in TORCHRUN_ARMS}
-    slugs = [s for s in _training_time_reproductions() if s not in own]
-    assert len(slugs) >= 15
+    every = [s for s in _training_time_reproductions() if s not in own]
+    assert len(every) >= 15
+    slugs = every[launch::SWEEP_LAUNCHES]
     _torchrun([str(Path(__file__).with_name("torchrun_tiny_sweep.py")), str(tmp_path), *slugs],
-              tmp_path, timeout=1500)
+              tmp_path, timeout=840)
     for slug in slugs:
         result = _check_distributed_result(tmp_path / slug)
         config_arms = set(result["run"]["config"].get("arms", []))
