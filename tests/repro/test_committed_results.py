@@ -14,7 +14,7 @@ from regzoo.registry import results_dir
 from regzoo.repro.claims import MIN_SEEDS
 from regzoo.repro.runner import load_reproduction, result_changes
 
-PENDING_RERUN: set[str] = {"hyde"}
+PENDING_RERUN: set[str] = set()
 """Results whose code changed since their full run; each leaves with its re-run."""
 
 RESULTS = sorted(path.parent.name for path in results_dir().glob("*/result.json"))
