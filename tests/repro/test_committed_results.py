@@ -7,10 +7,13 @@ the list shrinks as re-runs land) and a result not listed must pass.
 """
 
 import json
+import shutil
+import subprocess
 
 import pytest
 
 from regzoo.registry import results_dir
+from regzoo.repro import provenance
 from regzoo.repro.claims import MIN_SEEDS
 from regzoo.repro.runner import load_reproduction, result_changes
 
@@ -63,3 +66,41 @@ def test_a_result_listed_as_pending_still_needs_its_rerun(slug):
 
 def test_pending_list_names_only_committed_results():
     assert set(RESULTS) >= PENDING_RERUN
+
+
+def _sources_at(commit, names):
+    """Each module's source at ``commit`` (``git cat-file --batch``; None where it is absent)."""
+    root = results_dir().parent
+    paths = {}
+    for name in names:
+        base = "src/" + name.replace(".", "/")
+        paths[name] = [f"{commit}:{base}.py", f"{commit}:{base}/__init__.py"]
+    specs = [spec for candidates in paths.values() for spec in candidates]
+    out = subprocess.run(["git", "cat-file", "--batch"], cwd=root, check=True,
+                         input="\n".join(specs).encode() + b"\n", capture_output=True).stdout
+    blobs, position = {}, 0
+    for spec in specs:
+        header_end = out.index(b"\n", position)
+        header = out[position:header_end].split()
+        if header[-1] == b"missing":
+            position = header_end + 1
+            continue
+        size = int(header[2])
+        blobs[spec] = out[header_end + 1:header_end + 1 + size]
+        position = header_end + 1 + size + 1
+    return {name: next((blobs[s] for s in candidates if s in blobs), None)
+            for name, candidates in paths.items()}
+
+
+@pytest.mark.parametrize("slug", RESULTS)
+def test_code_hashes_are_those_of_the_source_at_the_recorded_commit(slug):
+    """A result's code hashes (added to results that predate them) are its commit's code."""
+    if shutil.which("git") is None or not (results_dir().parent / ".git").exists():
+        pytest.skip("needs the git history of a source checkout")
+    run = json.loads((results_dir() / slug / "result.json").read_text())["run"]
+    recorded = run["fingerprint"]
+    sources = _sources_at(run["git_commit"], recorded["modules"])
+    for name, source in sources.items():
+        assert source is not None, f"{slug}: {name} is not in commit {run['git_commit']}"
+        assert provenance._sha(source) == recorded["modules"][name], name
+        assert provenance.code_hash(source) == recorded["code"][name], name

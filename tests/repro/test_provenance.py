@@ -57,11 +57,11 @@ def source_copy(tmp_path_factory):
     return root
 
 
-def _stale_after_editing(root, relative):
+def _stale_after_editing(root, relative, edit=lambda text: text + "\n_an_edit = 1\n"):
     before = _fingerprints(root)
     path = root / relative
     original = path.read_text()
-    path.write_text(original + "\n# an edit\n")
+    path.write_text(edit(original))
     try:
         after = _fingerprints(root)
     finally:
@@ -84,6 +84,45 @@ def test_editing_bookkeeping_stales_nothing_and_shared_code_stales_everything(so
     assert _stale_after_editing(source_copy, "repro/claims.py") == set()
     assert _stale_after_editing(source_copy, "registry.py") == set()
     assert _stale_after_editing(source_copy, "repro/protocol.py") == set(SLUGS)
+
+
+def _document(text):
+    """A comment, a longer module docstring and an attribute docstring: nothing that runs."""
+    return text.replace('"""', '"""Documented. ', 1) + '\n# a comment\n"""An attribute doc."""\n'
+
+
+def test_documentation_layout_and_card_text_stale_nothing(source_copy):
+    assert _stale_after_editing(source_copy, "methods/sorsa.py", _document) == set()
+    assert _stale_after_editing(source_copy, "repro/protocol.py", _document) == set()
+    # The card: every argument of the register(...) decorator is read by bookkeeping only.
+    assert _stale_after_editing(
+        source_copy, "methods/elr/loss.py",
+        lambda text: text.replace('kind="criterion",', 'kind="criterion", note="x",', 1)) == set()
+    assert _stale_after_editing(
+        source_copy, "methods/elr/loss.py",
+        lambda text: text.replace("import torch\n", "import torch\nimport math\n", 1)) \
+        == {"elr", "pskd"}
+
+
+def test_code_hash_ignores_docstrings_comments_layout_and_register_but_not_code():
+    base = (b"from regzoo.registry import register\n@register('x', kind='criterion')\n"
+            b"def f(a):\n    'doc'\n    return a + 1\n")
+    same = (b"from regzoo.registry import register\n\n@register('x', kind='penalty', more=1)\n"
+            b"def f(a):  # comment\n    '''other doc'''\n    return (a +\n            1)\n")
+    assert provenance.code_hash(base) == provenance.code_hash(same)
+    for different in (base.replace(b"a + 1", b"a + 2"), base.replace(b"'doc'", b"a = 1"),
+                      base.replace(b"@register(", b"@other(")):
+        assert provenance.code_hash(base) != provenance.code_hash(different)
+
+
+def test_changed_modules_compares_code_hashes_when_the_record_has_them():
+    now = {"modules": {"a": "1"}, "code": {"a": "c1"}, "config": "c"}
+    assert changed_modules({"modules": {"a": "0"}, "code": {"a": "c1"}, "config": "c"}, now) == []
+    assert changed_modules({"modules": {"a": "1"}, "code": {"a": "c0"}, "config": "c"},
+                           now) == ["a"]
+    # A record from before code hashes: its source hashes decide.
+    assert changed_modules({"modules": {"a": "1"}, "config": "c"}, now) == []
+    assert changed_modules({"modules": {"a": "0"}, "config": "c"}, now) == ["a"]
 
 
 def test_changed_modules_names_what_differs():

@@ -8,15 +8,22 @@ loads the registry, which imports every method, so ``sys.modules`` would tie eac
 verdicts, reports, the runner, the registry and catalog, the CLI) are left out: a result is
 re-rendered with them without training, and a change there must not re-run every unit.
 
-The fingerprint is ``{"modules": {name: sha256 of the source}, "config": sha256}``, the config
-hash taken over every field except the reproduction's ``unit_axes`` (seeds, arms, settings),
-which only add units. A unit record is reusable exactly when its fingerprint equals the current
-one; :func:`changed_modules` says what differs.
+The fingerprint is ``{"modules": {name: sha256 of the source}, "code": {name: code hash},
+"config": sha256}``, the config hash taken over every field except the reproduction's
+``unit_axes`` (seeds, arms, settings), which only add units. The *code hash*
+(:func:`code_hash`) is taken over the module's syntax tree without what cannot run: docstrings
+and other bare string statements, comments, layout, and the arguments of ``register(...)``,
+the card a method hands the registry (its summary, equation, defaults table and declarations,
+read only by bookkeeping). So documenting a method or its card does not stale its results,
+while any change to what executes does. Staleness compares code hashes when the record has
+them, else the source hashes (records written before code hashes existed); a unit record is
+reusable exactly when they agree, :func:`changed_modules` says what differs.
 """
 
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
@@ -100,24 +107,76 @@ def config_hash(config: Mapping[str, Any], unit_axes: Iterable[str]) -> str:
     return _sha(json.dumps(kept, sort_keys=True, default=str).encode())
 
 
+def _register_names(tree: ast.Module) -> set[str]:
+    """The local names ``register`` of :mod:`regzoo.registry` is imported under."""
+    return {alias.asname or alias.name for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and (node.module or "").endswith("registry")
+            for alias in node.names if alias.name == "register"}
+
+
+def _executable(tree: ast.Module) -> ast.Module:
+    """``tree`` without bare string statements and without ``register(...)`` decorators."""
+    registers = _register_names(tree)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list):
+            node.body = [s for s in body if not (isinstance(s, ast.Expr)
+                                                 and isinstance(s.value, ast.Constant)
+                                                 and isinstance(s.value.value, str))]
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            node.decorator_list = [d for d in node.decorator_list if not (
+                isinstance(d, ast.Call) and isinstance(d.func, ast.Name)
+                and d.func.id in registers)]
+    return tree
+
+
+def _canonical(node: Any) -> Any:
+    """A rendering of a syntax tree that later Pythons keep: None and empty fields are left out.
+
+    A field a newer Python adds to a node is empty for code that does not use it, so it
+    changes nothing.
+    """
+    if isinstance(node, ast.AST):
+        fields = [(name, _canonical(value)) for name, value in ast.iter_fields(node)
+                  if value is not None and value != []]
+        return [type(node).__name__, fields]
+    if isinstance(node, list):
+        return [_canonical(item) for item in node]
+    return repr(node)
+
+
+@functools.lru_cache(maxsize=4096)
+def code_hash(source: bytes) -> str:
+    """A hash of what ``source`` executes: layout, comments, docstrings and card text left out.
+
+    Two sources get the same hash exactly when their syntax trees agree once bare string
+    statements (docstrings, attribute docs) and ``register(...)`` decorators are removed.
+    """
+    tree = _executable(ast.parse(source))
+    return _sha(json.dumps(_canonical(tree), separators=(",", ":")).encode())
+
+
 def fingerprint(slug: str, config: Mapping[str, Any], unit_axes: Iterable[str],
                 root: Path = PACKAGE_ROOT) -> dict[str, Any]:
     """The current code's fingerprint for ``slug``'s units under ``config`` (its ``as_dict``)."""
-    modules = module_closure(f"regzoo.repro.{slug}", root)
-    hashes = {name: _sha(_module_file(name, root).read_bytes())  # type: ignore[union-attr]
-              for name in modules}
-    return {"modules": hashes, "config": config_hash(config, unit_axes)}
+    sources = {name: _module_file(name, root).read_bytes()  # type: ignore[union-attr]
+               for name in module_closure(f"regzoo.repro.{slug}", root)}
+    return {"modules": {name: _sha(source) for name, source in sources.items()},
+            "code": {name: code_hash(source) for name, source in sources.items()},
+            "config": config_hash(config, unit_axes)}
 
 
 def changed_modules(recorded: Mapping[str, Any] | None, current: Mapping[str, Any]) -> list[str]:
     """What differs between a recorded fingerprint and the current one (empty: identical).
 
-    Module names whose source changed, was added to or left the closure; ``<config>`` when the
-    config hash differs; ``<no fingerprint>`` for a record written before fingerprints existed.
+    Module names whose code changed (by code hash where the record has one, else by source
+    hash), was added to or left the closure; ``<config>`` when the config hash differs;
+    ``<no fingerprint>`` for a record written before fingerprints existed.
     """
     if not recorded or "modules" not in recorded:
         return ["<no fingerprint>"]
-    before, now = recorded["modules"], current["modules"]
+    key = "code" if "code" in recorded else "modules"
+    before, now = recorded[key], current[key]
     changed = sorted(n for n in set(before) | set(now) if before.get(n) != now.get(n))
     if recorded.get("config") != current["config"]:
         changed.append("<config>")
