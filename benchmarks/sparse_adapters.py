@@ -10,6 +10,8 @@ weights), batch 64, AdamW (weight decay 1e-2). Arms:
 * ``lora``: rank 8 on every layer (:func:`regzoo.adapters.apply_low_rank`);
 * ``sara_sparse``: SaRA, smallest 10 % per matrix, unstructured backprop (1-D values);
 * ``sara_dense``: the same entries through a dense masked parameter;
+* ``sara_dense_loop``: ``sara_dense`` with torch's default (per-tensor loop) AdamW kernel
+  instead of the fused one SaRA's optimizer uses where torch has it (``fused=False``);
 * ``sara_sparse_nuc``: the sparse path plus the nuclear-norm term (one SVD per step);
 * ``reference``, ``reference_nuc``: SaRA written here from the paper (§3.1–3.2) in a few lines,
   evaluated the way the official ``optim/adamw2.py`` does: the same smallest 10 % per matrix as a
@@ -17,7 +19,8 @@ weights), batch 64, AdamW (weight decay 1e-2). Arms:
   update the entries outside M written back to W₀; ``reference_nuc`` first draws one linear
   weight with min(out, in) > 64 (the same seeded draw as regzoo's) and, when M holds more than
   100 of its entries, backpropagates λ_rank·Σ svd(W ⊙ M).S (λ_rank = 5e-4), as the official
-  ``step`` does.
+  ``step`` does; ``reference_fused``: ``reference`` with torch's fused AdamW kernel (run where
+  torch has it), the kernel SaRA's optimizer uses by default.
 
 Memory: gradient + optimizer-state bytes after a step, counted from the tensors (exact on any
 device); on CUDA also ``torch.cuda.max_memory_allocated`` over one step, minus what was
@@ -28,21 +31,28 @@ dense SaRA paths are checked to follow the same trajectory in float64, and regzo
 (with the nuclear norm) and the reference to give the same losses, the same task gradient of
 the selected entries and the same weights after 8 steps, in float64.
 
-Where the time goes (torch.profiler over 5 steps of 4 × 1024², 2026-12-07): the sparse path
-(the default) is faster than the reference, which runs AdamW over every weight and writes W₀
-back outside M; with the nuclear norm both spend ~90 % of the step in one SVD of a 1024² matrix
-and its backward. The dense masked path (``mode="dense"``) is ~1.6× the reference although
-both hold dense AdamW state: (1) its frozen entries get an exact-zero gradient, so ~90 % of
-``exp_avg_sq`` stays exactly 0, and torch's CPU ``sqrt`` (and the ``div`` after it) runs ~7×
-slower on zeros than on positive floats (4.6 ms against 0.5–0.7 ms per 1024² tensor, measured
-alone; one AdamW step of a 1024² parameter: 9.8 ms with 90 % zero gradients, 6.9 ms with none)
-— 12–17 ms of a step of four such weights; (2) each forward builds the weight with
-``torch.where(mask, dense_values, W₀)`` and each backward masks the gradient with a second
-``where``, where the reference restores once after the step; (3) the layer's flat values are
-``split`` into one tensor, whose backward is a copy (``cat``) of each 1024² gradient. A fix
-(``src/regzoo/adapters/sparse.py``, not made here): in dense mode train the base weight in place
-and write the frozen entries back after the step, as the official ``adamw2.py``, or at least
-skip ``split`` for single-tensor layers.
+Where the time goes (torch.profiler and pieces timed alone, one thread, 2026-12-07):
+
+* ``sara_dense`` was 1.5–2.2× the reference with torch's default AdamW loop: its frozen entries
+  get an exact-zero gradient, so ~90 % of ``exp_avg_sq`` is exactly 0, and torch's vectorised
+  CPU ``sqrt`` runs ~50× slower on zeros than on positive floats (one 256² tensor: 2.2 ms
+  against 0.04 ms in the profile; ~0.7 ms against 0.013 ms alone) — half of the whole step at
+  2 × 256². SaRA's optimizer now runs torch's fused AdamW kernel where torch has it, which has
+  no such slow path (one AdamW step of 65 536 entries, 90 % zero gradients: loop 486 µs, fused
+  131 µs). What is left against the reference is the masking: a ``where`` in the forward and a
+  second one on the gradient in the backward (1.06 ms more than a plain weight per 512² layer,
+  fwd + bwd) against the reference's one ``where`` + copy after the step (0.49 ms): against
+  ``reference_fused`` (both on the fused kernel) the dense path is ~1.3×. It is the checker of
+  the sparse path, not the path to train with.
+* ``sara_sparse_nuc``: both arms spend ~80–90 % of the step in one SVD (and its backward) of the
+  same masked matrix (bitwise equal in both arms); the penalty's extra work in regzoo (masked
+  weight by ``index_put``, the per-tensor count of selected entries) is 0.23 ms against the
+  reference's 0.15 ms, and the whole term, SVD and backward included, 16.1 ms against 17.3 ms.
+  The committed 1.14× was timing noise (3 repeats of steps dominated by a multi-threaded-library
+  SVD on a loaded machine); interleaved, 7–25 repeats, it measured 0.96–1.01× before the change.
+* Both SaRA paths formed each layer's weight from flat values through ``split``, whose backward
+  copies (``cat``) each gradient; a layer covering one tensor (the default: the weight alone)
+  now uses a view.
 
 Run: ``python benchmarks/sparse_adapters.py [--quick] [--device cuda]``.
 """
@@ -59,7 +69,7 @@ from torch import nn
 
 from regzoo.adapters.lowrank import apply_low_rank
 from regzoo.adapters.sparse import training_state_bytes
-from regzoo.methods.sara import SaRA
+from regzoo.methods.sara import SaRA, fused_adamw_available
 from regzoo.train import time_steps
 from regzoo.train.timing import machine_line
 
@@ -78,7 +88,8 @@ def build(arm: str, width: int, depth: int, device: torch.device
           ) -> tuple[nn.Module, list[nn.Parameter], torch.optim.Optimizer, object]:
     model = make_model(width, depth).to(device)
     if arm.startswith("reference"):
-        reference = PaperSaRA(model, lambda_rank=5e-4 if arm == "reference_nuc" else 0.0)
+        reference = PaperSaRA(model, lambda_rank=5e-4 if arm == "reference_nuc" else 0.0,
+                              fused=arm == "reference_fused")
         return model, reference.weights, reference, None
     if arm == "full":
         params = list(model.parameters())
@@ -88,9 +99,10 @@ def build(arm: str, width: int, depth: int, device: torch.device
         params = handle.trainable_parameters()
         return model, params, torch.optim.AdamW(params, lr=1e-4, weight_decay=1e-2), handle
     handle = SaRA.apply(model, fraction=0.1, progressive_iter=None,
-                        mode="dense" if arm == "sara_dense" else "sparse",
+                        mode="dense" if arm.startswith("sara_dense") else "sparse",
                         lambda_rank=5e-4 if arm == "sara_sparse_nuc" else 0.0)
-    return model, handle.trainable_parameters(), handle.optimizer(lr=1e-4), handle
+    optimizer = handle.optimizer(lr=1e-4, fused=False if arm.endswith("_loop") else None)
+    return model, handle.trainable_parameters(), optimizer, handle
 
 
 def make_step(model: nn.Module, optimizer: torch.optim.Optimizer, handle: object,
@@ -130,11 +142,12 @@ class PaperSaRA(torch.optim.AdamW):
     """SaRA's update as the official ``adamw2.py`` evaluates it (module docstring)."""
 
     def __init__(self, model: nn.Module, fraction: float = 0.1, lambda_rank: float = 0.0,
-                 lr: float = 1e-4, weight_decay: float = 1e-2, seed: int = 0) -> None:
+                 lr: float = 1e-4, weight_decay: float = 1e-2, seed: int = 0,
+                 fused: bool = False) -> None:
         model.requires_grad_(False)
         weights = [m.weight.requires_grad_(True) for m in model.modules()
                    if isinstance(m, nn.Linear)]
-        super().__init__(weights, lr=lr, weight_decay=weight_decay)
+        super().__init__(weights, lr=lr, weight_decay=weight_decay, fused=fused)
         self.weights, self.masks = weights, []
         for weight in weights:
             smallest = torch.sort(weight.detach().abs().reshape(-1), stable=True).indices
@@ -205,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     device = torch.device(args.device)
     width, depth = (256, 2) if args.quick else (1024, 4)
-    repeats, inner = (3, 2) if args.quick else (15, 3)
+    repeats, inner = (9, 2) if args.quick else (15, 3)
     print(f"{machine_line()}{', --quick' if args.quick else ''}; device {device}")
     diff = check_paths_agree()
     print(f"\nSparse vs dense SaRA path, 8 AdamW steps with nuclear norm and re-selection, "
@@ -216,8 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     g = torch.Generator().manual_seed(0)
     x = torch.randn(64, width, generator=g).to(device)
     y = torch.randn(64, width, generator=g).to(device)
-    arms = ("full", "lora", "sara_sparse", "sara_dense", "sara_sparse_nuc", "reference",
-            "reference_nuc")
+    fused = fused_adamw_available([x])
+    arms = ("full", "lora", "sara_sparse", "sara_dense", "sara_dense_loop", "sara_sparse_nuc",
+            "reference", *(("reference_fused",) if fused else ()), "reference_nuc")
     built = {arm: build(arm, width, depth, device) for arm in arms}
     steps = {arm: make_step(model, opt, handle, x, y)
              for arm, (model, _, opt, handle) in built.items()}
@@ -250,8 +264,11 @@ def main(argv: list[str] | None = None) -> int:
     print("\n| regzoo arm | reference arm | regzoo / full | reference / full | "
           "regzoo / reference |")
     print("|---|---|---:|---:|---:|")
-    for ours, reference in (("sara_sparse", "reference"), ("sara_dense", "reference"),
-                            ("sara_sparse_nuc", "reference_nuc")):
+    pairs = [("sara_sparse", "reference"), ("sara_dense", "reference"),
+             ("sara_dense_loop", "reference"), ("sara_sparse_nuc", "reference_nuc")]
+    if fused:
+        pairs[2:2] = [("sara_sparse", "reference_fused"), ("sara_dense", "reference_fused")]
+    for ours, reference in pairs:
         print(f"| {ours} | {reference} | {seconds[ours] / seconds['full']:.3f} | "
               f"{seconds[reference] / seconds['full']:.3f} | "
               f"{seconds[ours] / seconds[reference]:.3f} |")

@@ -43,9 +43,14 @@ def _method_page(card) -> str:
         lines.append("")
     if card.variants:
         lines += ["Variants: " + "; ".join(card.variants), ""]
+    for key, reason in card.declarations.items():
+        reasons = reason.items() if isinstance(reason, dict) else [(None, reason)]
+        lines += [f"- composition, `{key}`" + (f" with {other}" if other else "") + f": {text}"
+                  for other, text in reasons]
     if (results_dir() / card.slug / "result.md").is_file():
         lines += [f"Committed reproduction: [results/{card.slug}](../results/{card.slug}.md)", ""]
-    lines += [f"::: {card.obj.__module__}", ""]
+    # A method that is a package documents itself in the package (regzoo.methods.<slug>).
+    lines += [f"::: {'.'.join(card.obj.__module__.split('.')[:3])}", ""]
     return "\n".join(lines)
 
 

@@ -46,6 +46,12 @@ def test_info_shows_the_card(capsys):
     assert "EarlyLearningRegularization" in out and "beta = 0.7" in out and "claim" in out
 
 
+def test_info_shows_what_the_card_declares_about_composition(capsys):
+    assert main(["info", "hessian_alignment"]) == 0
+    out = capsys.readouterr().out
+    assert "composition:" in out and "batch_coupled:" in out and "pairs with ba_lora:" in out
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

@@ -62,6 +62,12 @@ def _card_text(c: MethodCard) -> str:
             lines += [f"    {d.name} = {d.value!r}   ({d.source})" for d in c.defaults]
         if c.variants:
             lines.append("  variants: " + "; ".join(c.variants))
+        if c.declarations:
+            lines.append("  composition:")
+            for key, reason in c.declarations.items():
+                reasons = reason.items() if isinstance(reason, dict) else [("", reason)]
+                lines += [f"    {key}{' with ' + other if other else ''}: {text}"
+                          for other, text in reasons]
     lines.append(f"  claim checked: {p.claim}")
     result = c.last_result() if c.implemented else None
     if result is not None:

@@ -28,6 +28,25 @@ _SLUG = re.compile(r"^[a-z][a-z0-9_]*$")
 
 T = TypeVar("T")
 
+DECLARATIONS = {
+    "owns_loss": "a procedure whose own losses are the method: no criterion or penalty joins "
+                 "its loop",
+    "every_layer_of_type": "a transform that acts on every layer of the given module types, so "
+                           "it cannot leave a layer to another transform",
+    "trains_backbone": "a transform that fine-tunes the network's own weights with its added "
+                       "parameters: an adapter applied after it freezes those weights (peft's "
+                       "semantics) and leaves it only the parameters it added",
+    "one_adapter_per_layer": "an adapter: a layer that carries one cannot take a second "
+                             "(ValueError naming the adapter it carries)",
+    "not_on_a_classifier": "a penalty on one architecture's internals, not on a classifier's "
+                           "features and head",
+    "batch_coupled": "its value couples the examples of a batch: 2 ranks, or micro-batches, "
+                     "differ from one process on the global batch",
+    "batch_coupled_variant": "a variant (not the default) is batch-coupled",
+    "pairs": "pair-specific: {other slug: why the two do not meet as applied by default}",
+}
+"""What a card may declare about composition (``register(..., declares={key: reason})``)."""
+
 
 @dataclass(frozen=True)
 class Default:
@@ -49,6 +68,11 @@ class MethodCard:
     defaults: tuple[Default, ...] = ()
     variants: tuple[str, ...] = ()
     extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def declarations(self) -> dict[str, Any]:
+        """What the card declares about composition, each with its reason (:data:`DECLARATIONS`)."""
+        return dict(self.extras.get("declares", {}))
 
     @property
     def slug(self) -> str:
@@ -140,6 +164,9 @@ def register(
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     if PAPERS[slug].kind != kind:
         raise ValueError(f"{slug!r} is a {PAPERS[slug].kind!r} in the catalog, not {kind!r}")
+    unknown = sorted(set(extras.get("declares", {})) - set(DECLARATIONS))
+    if unknown:
+        raise ValueError(f"declares: unknown keys {unknown}; known: {sorted(DECLARATIONS)}")
 
     def decorate(obj: T) -> T:
         if slug in _REGISTERED:

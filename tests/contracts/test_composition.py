@@ -23,8 +23,9 @@ import pytest
 import torch
 
 from regzoo.core.compose import Objective
+from regzoo.core.kinds import transform_owner
 from regzoo.models import MLP
-from regzoo.registry import cards
+from regzoo.registry import card, cards
 
 pytestmark = pytest.mark.filterwarnings("ignore:rank 8 exceeds the smaller side")
 
@@ -207,16 +208,9 @@ def _dr_tune(model):
 PENALTY_RECIPES = {"hessian_alignment": _hessian_alignment, "dr_tune": _dr_tune}
 """Penalties that regularise a classifier: how each joins an Objective on the MLP."""
 
-NOT_ON_A_CLASSIFIER = {
-    "soft_equivariance": "PER penalises the equivariance error of its own tensor network's "
-                         "layers (a regression model with group projectors), not a classifier",
-    "nde_solver_reg": "its penalty reads the step trace of a neural-ODE solve: it composes with "
-                      "a criterion on an ODE block's outputs, not on an MLP",
-    "vgnn_ehr": "its KL acts on a VGNN's node encodings (mu, logvar of each code node)",
-    "gigatok": "it aligns a VQ tokenizer decoder's token grid with a frozen encoder's patch "
-               "features: it joins a tokenizer's reconstruction loss, not a classifier",
-}
-"""Penalties that cannot meet the shared MLP classifier, and why (issue 23: declared)."""
+NOT_ON_A_CLASSIFIER = {c.slug for c in cards(kind="penalty")
+                       if "not_on_a_classifier" in c.declarations}
+"""Penalties whose card declares they cannot meet the shared MLP classifier, and why."""
 
 PENALTIES = [c for c in cards(kind="penalty") if c.implemented]
 PENALTY_PAIRS = [pytest.param(crit, pen, id=f"{crit.slug}+{pen.slug}")
@@ -291,24 +285,19 @@ def _on_layer(slug):
             }[slug]
 
 
-SELECTED_BY_TYPE = {
-    "weight_compander": "it companders every layer of the given module types, not named "
-                        "layers, so it cannot leave a layer to another transform",
-}
-"""Transforms that cannot be confined to one layer, and why (issue 23: declared)."""
+SELECTED_BY_TYPE = {c.slug for c in TRANSFORMS if "every_layer_of_type" in c.declarations}
+"""Transforms whose card declares they cannot be confined to one layer."""
 
-ADAPTERS = ("ba_lora", "rmt", "sara", "sorsa")
-"""Built on ``regzoo.adapters.wrap``, which freezes every parameter it does not own."""
+ADAPTERS = {c.slug for c in TRANSFORMS if "one_adapter_per_layer" in c.declarations}
+"""Built on ``regzoo.adapters.wrap``, which freezes every parameter no transform added."""
+
+TRAINS_BACKBONE = {c.slug for c in TRANSFORMS if "trains_backbone" in c.declarations}
+"""Transforms that also fine-tune the network's own weights (an adapter after them freezes
+those, by design: only the parameters they added keep training)."""
 
 LAYERED = [c.slug for c in TRANSFORMS if c.slug not in SELECTED_BY_TYPE]
-TRANSFORM_PAIRS = [
-    pytest.param(first, second, id=f"{first}@body.0+{second}@head",
-                 marks=[pytest.mark.xfail(
-                     strict=True, reason="regzoo.adapters.wrap freezes the parameters of a "
-                     "transform applied before it (issue 23; the fix changes adapters/base.py, "
-                     "in the fine-tuning results' fingerprints, so it waits for their re-run)")]
-                 if second in ADAPTERS else [])
-    for first in LAYERED for second in LAYERED if first != second]
+TRANSFORM_PAIRS = [pytest.param(first, second, id=f"{first}@body.0+{second}@head")
+                   for first in LAYERED for second in LAYERED if first != second]
 
 
 def test_every_transform_can_be_confined_to_a_layer_or_says_why_not():
@@ -338,7 +327,10 @@ def test_two_transforms_on_different_layers_both_train(first, second):
     handles, intended = {}, {}
     for slug, layer in ((first, "body.0"), (second, "head")):
         handles[slug] = _on_layer(slug)(model, layer)
-        intended[slug] = [p for p in handles[slug].trainable_parameters() if p.requires_grad
+        own = [p for p in handles[slug].trainable_parameters()
+               if not (slug in TRAINS_BACKBONE and second in ADAPTERS)
+               or transform_owner(p) == slug]
+        intended[slug] = [p for p in own if p.requires_grad
                           and all(p is not q for ps in intended.values() for q in ps)]
     for slug, params in intended.items():
         frozen = sum(not p.requires_grad for p in params)
@@ -370,12 +362,9 @@ def test_two_transforms_on_different_layers_both_train(first, second):
 
 # --- penalties with transforms ------------------------------------------------------------------
 
-PENALTY_TRANSFORM_DECLARED = {
-    ("hessian_alignment", "ba_lora"): "BA-LoRA's default targets leave the classifier head "
-    "frozen, so HGP has no head gradient to align: adapt the head or keep it in "
-    "modules_to_save",
-}
-"""Penalty × transform pairs that do not meet as applied by default, and why."""
+PENALTY_TRANSFORM_DECLARED = {(c.slug, other) for c in cards(kind="penalty")
+                              for other in c.declarations.get("pairs", {})}
+"""Penalty × transform pairs a penalty's card declares do not meet as applied by default."""
 
 PENALTY_TRANSFORM_PAIRS = [
     pytest.param(pen, tr, id=f"{pen}+{tr.slug}")
@@ -460,14 +449,8 @@ def test_a_penalty_and_a_transform_train_together_as_written_by_hand(penalty_slu
 
 # --- criteria inside a procedure ----------------------------------------------------------------
 
-OWN_LOSS = {
-    "adapt_unlearn": "a GAN procedure: its adversarial, EWC and repulsion losses are the method",
-    "coherentgs": "its photometric, depth and flow losses on rendered views are the method",
-    "gifd": "a gradient-inversion attack: its loss is the gradient-matching objective",
-    "latent_quantization": "its reconstruction and quantisation losses are the method",
-    "quantnas": "its super-resolution loss and architecture objective are the method",
-}
-"""Procedures that own their loss, and why a criterion cannot join them (issue 23: declared)."""
+OWN_LOSS = {c.slug for c in cards(kind="procedure") if "owns_loss" in c.declarations}
+"""Procedures whose card declares they own their loss (a criterion cannot join them)."""
 
 CUSTOM_LOSS = {"stn": "train_loss"}
 """Procedures that take the training loss as an argument: the argument's name."""
@@ -530,3 +513,87 @@ EPOCH_CRITERIA = [c for c in CRITERIA if hasattr(c.obj, "set_epoch")]
 def test_stn_advances_the_epoch_of_a_criterion_that_tracks_it(criterion_card):
     *_, epochs_seen = _stn_with(criterion_card, use_objective=True)
     assert epochs_seen[-2:] == [1, 2]
+
+
+# --- declared pairs and mistakes of composition: clear errors -----------------------------------
+
+@pytest.mark.parametrize("first", sorted(ADAPTERS))
+@pytest.mark.parametrize("second", sorted(ADAPTERS))
+def test_a_second_adapter_on_an_adapted_layer_names_the_one_it_carries(first, second):
+    model = MLP(FEATURES, C, hidden=(32,)).double()
+    _on_layer(first)(model, "head")
+    carried = type(model.head).__name__
+    with pytest.raises(ValueError, match=f"'head' already carries an adapter \\({carried}\\)"):
+        _on_layer(second)(model, "head")
+
+
+def test_every_card_declaration_is_known_and_says_why():
+    from regzoo.registry import DECLARATIONS
+
+    for method in cards():
+        for key, reason in method.declarations.items():
+            assert key in DECLARATIONS
+            reasons = reason.values() if isinstance(reason, dict) else [reason]
+            assert all(isinstance(r, str) and len(r) > 20 for r in reasons), (method.slug, key)
+    for method in cards(kind="penalty"):
+        if method.implemented:
+            assert method.obj.batch_coupled == ("batch_coupled" in method.declarations), \
+                f"{method.slug}: the class attribute and the card disagree on batch coupling"
+
+
+@pytest.mark.parametrize("slug", sorted(ADAPTERS))
+def test_an_adapter_applied_after_hag_leaves_the_gates_trainable_and_skips_their_layers(slug):
+    from regzoo.methods.hag import HardAttentionGates
+
+    model = MLP(FEATURES, C, hidden=(32,)).double()
+    gates = HardAttentionGates.apply(model, sites=["body.0"])
+    handle = card(slug).obj.apply(model, **({"rank": 2} if slug in ("ba_lora", "sorsa") else {}))
+    assert all(p.requires_grad for p in gates.gate_parameters())
+    assert {transform_owner(p) for p in handle.trainable_parameters()} >= {slug}
+    # Every weight of the network itself is frozen (the gated layer's too), as peft freezes.
+    assert not [name for name, p in model.named_parameters()
+                if p.requires_grad and transform_owner(p) is None]
+
+
+def test_an_adapter_does_not_adapt_the_layers_another_transform_added():
+    from regzoo.methods.ftwt import FTWT
+    from regzoo.methods.sorsa import SORSA
+
+    model = MLP(FEATURES, C, hidden=(32,)).double()
+    FTWT.apply(model, targets=["body.0"])
+    handle = SORSA.apply(model, rank=2)
+    assert not any("predictor" in name for name in handle.layers)
+    assert all(p.requires_grad for p in model.body[0].predictor.parameters())
+    with pytest.raises(ValueError, match="added to the model by ftwt"):
+        SORSA.apply(model, target_modules=["body.0.predictor.linear"], rank=2)
+
+
+def test_one_criterion_instance_under_two_names_is_refused():
+    criterion = CRITERIA[0].obj(num_examples=N, num_classes=C)
+    objective = Objective().add("first", criterion)
+    with pytest.raises(ValueError, match=r"already registered as 'first'.*written twice"):
+        objective.add("second", criterion)
+
+
+@pytest.mark.parametrize("criterion_card", CRITERIA, ids=lambda c: c.slug)
+def test_a_criterion_without_index_says_how_to_get_one(criterion_card):
+    criterion = criterion_card.obj(num_examples=N, num_classes=C)
+    logits, target = torch.randn(4, C), torch.randint(0, C, (4,))
+    with pytest.raises(TypeError, match=r"index is None.*IndexedDataset"):
+        criterion(logits, target, None)
+    objective = Objective().add("crit", criterion)
+    with pytest.raises(ValueError, match=r"needs inputs \['index'\].*IndexedDataset"):
+        objective(logits=logits, target=target)
+
+
+def test_fit_refuses_a_transform_applied_after_the_optimizer_was_built():
+    from regzoo.methods.hag import HardAttentionGates
+    from regzoo.train import fit
+
+    model = MLP(FEATURES, C, hidden=(32,)).double()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    HardAttentionGates.apply(model, sites=["body.0"])
+    batches = [(x, y) for x, y, _ in _batches()]
+    with pytest.raises(ValueError, match=r"that hag added.*applied after the optimizer"):
+        fit(model, batches, lambda m, b: torch.nn.functional.cross_entropy(m(b[0]), b[1]),
+            optimizer, epochs=1)

@@ -222,15 +222,12 @@ RECIPES: dict[str, Callable[[], Recipe]] = {
 """Each case (named by its penalty's slug, a variant after a ``+``) and how to build it."""
 
 BATCH_COUPLED = {
-    "dr_tune": "its DR term reads the batch as a whole and the queues: s is the local batch's "
-               "mean feature norm, w = K/(B + K) uses the local batch size, and each rank's "
-               "queues receive only its own half of every batch",
-    "gigatok+entropy": "the entropy loss subtracts H(p̄), the entropy of the batch's mean code "
-                       "assignment: a nonlinear function of the whole batch",
-    "nde_solver_reg": "the whole batch is one ODE state: one error norm and one adaptive step "
-                      "sequence per solve, and R_E = Σ_j EEst_j·h_j sums over those steps",
+    **{c.slug: c.declarations["batch_coupled"] for c in cards(kind="penalty")
+       if "batch_coupled" in c.declarations and c.slug in RECIPES},
+    "gigatok+entropy": card("gigatok").declarations["batch_coupled_variant"],
 }
-"""Cases whose 2-rank run differs from one process on the global batch, and why."""
+"""Cases whose 2-rank run differs from one process on the global batch, and why (the cards'
+declarations)."""
 
 RANK_LOCAL_STATE = {
     "dr_tune": ("pretrained_queue", "downstream_queue", "label_queue"),

@@ -28,10 +28,8 @@ pytestmark = pytest.mark.distributed
 N, FEATURES, CLASSES, B, STEPS, LR = 16, 16, 4, 4, 3, 0.05
 TRANSFORMS = [c.slug for c in cards(kind="transform") if c.implemented]
 
-BATCH_COUPLED = {
-    "ba_lora": "its regulariser reads the batch as a whole: the singular values of the batch's "
-               "logit matrix and the batch-mean consistency term are not means over examples",
-}
+BATCH_COUPLED = {c.slug: c.declarations["batch_coupled"] for c in cards(kind="transform")
+                 if "batch_coupled" in c.declarations}
 """Transforms whose 2-rank run differs from one process on the global batch, and why."""
 
 

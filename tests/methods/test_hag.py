@@ -1,4 +1,4 @@
-"""Properties of hard-attention gates and gradient routing (regzoo.methods.hag, param_routing)."""
+"""Properties of hard-attention gates and gradient routing (regzoo.methods.hag, train.routing)."""
 
 import math
 
@@ -17,8 +17,8 @@ from regzoo.methods.hag import (
     gate_parameters,
     gradient_routing,
 )
-from regzoo.methods.param_routing import GradientRouter, RoutedGroup
 from regzoo.models.small import MLP
+from regzoo.train.routing import GradientRouter, RoutedGroup
 
 
 def _mlp(seed=0):

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from regzoo.methods.sara import SaRA, SaRAAdamW
+from regzoo.methods.sara import SaRA, SaRAAdamW, fused_adamw_available
 from regzoo.models import MLP
 
 
@@ -171,6 +171,31 @@ def test_sparse_and_dense_sara_follow_the_same_trajectory_in_float64():
                                    atol=1e-12)
 
 
+@pytest.mark.parametrize("mode", ["sparse", "dense"])
+def test_fused_and_loop_adamw_follow_the_same_trajectory(mode):
+    # The fused kernel (the default where torch has it) is the loop's update, rounded differently.
+    runs, opts = {}, {}
+    for fused in (False, True):
+        model = _model()
+        handle = SaRA.apply(model, fraction=0.3, lambda_rank=0.01, progressive_iter=6,
+                            mode=mode, seed=3)
+        opts[fused] = _train(model, handle, 12, lr=0.003,
+                             optimizer=handle.optimizer(lr=0.003, fused=fused))
+        runs[fused] = _weights(handle)
+    assert [g["fused"] for g in opts[True].param_groups] == [True]
+    assert [g["fused"] for g in opts[False].param_groups] == [False]
+    for name in runs[False]:
+        assert not torch.equal(runs[False][name], _weights_at_start(name))
+        torch.testing.assert_close(runs[True][name], runs[False][name], rtol=0, atol=1e-12)
+    default = SaRA.apply(_model(), progressive_iter=None).optimizer(lr=0.01)
+    assert default.param_groups[0]["fused"] is fused_adamw_available(
+        default.handle.trainable_parameters())
+
+
+def _weights_at_start(name):
+    return _weights(SaRA.apply(_model(), fraction=0.3, progressive_iter=None))[name]
+
+
 def test_sparse_path_optimizer_state_is_three_floats_per_selected_entry():
     model = _model()
     handle = SaRA.apply(model)
@@ -207,6 +232,8 @@ def test_bad_input_raises_clear_errors():
         SaRA.apply(_model(), target_modules=["decoder"])
     with pytest.raises(ValueError, match="lr"):
         SaRA.apply(_model()).optimizer(lr=-1.0)
+    with pytest.raises(TypeError, match="fused"):
+        SaRA.apply(_model()).optimizer(lr=0.01, fused="yes")
 
 
 # --- convolutions, biases and norms ----------------------------------------------------------

@@ -3,20 +3,33 @@
 import contextlib
 import io
 import itertools
+import sys
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
 import torch
 
+import regzoo.methods.sparse_ot as package
 from regzoo.methods.sparse_ot import (
     SparseMoE,
     SparseOTRouter,
-    _Problem,
     delta_omega,
     projection_sparse_simplex,
     sparsity_constrained_ot,
     sparsity_constrained_ot2,
 )
+from regzoo.methods.sparse_ot.compiled import (
+    _compiled_evaluation,
+    _compiled_loops,
+    _CompiledEvaluation,
+    _dual_terms,
+    _Loops,
+    _semi_dual_terms,
+    _top_k_loop,
+)
+from regzoo.methods.sparse_ot.objectives import _Problem
+from regzoo.methods.sparse_ot.screening import _Screen, _top_k_index
 from regzoo.registry import card
 
 
@@ -365,10 +378,200 @@ def test_registered_as_an_estimator():
 
 
 def test_top_k_index_handles_ties_at_the_threshold():
-    from regzoo.methods.sparse_ot import _top_k_index
-
     s = np.array([[0.1, 0.5, 0.5, 0.5, 0.2], [0.9, 0.1, 0.3, 0.8, 0.2]])
     index = _top_k_index(s, 2)
     assert index.shape == (2, 2)
     assert set(index[1]) == {0, 3}
     assert set(index[0]) <= {1, 2, 3} and len(set(index[0])) == 2
+
+
+def test_the_package_exports_the_public_api_and_registers_the_solver():
+    assert set(package.__all__) == {
+        "DEFAULTS", "FORMULATIONS", "ROUTINGS", "SOLVERS", "Routing", "SparseMoE",
+        "SparseOTResult", "SparseOTRouter", "delta_omega", "projection_sparse_simplex",
+        "sparsity_constrained_ot", "sparsity_constrained_ot2"}
+    assert all(hasattr(package, name) for name in package.__all__)
+    assert card("sparse_ot").target == "regzoo.methods.sparse_ot.solver:sparsity_constrained_ot"
+
+
+# ------------------------------------------------ screened and compiled evaluations (speed)
+
+
+def has_numba() -> bool:
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def numba_unimportable() -> Iterator[None]:
+    """``import numba`` fails inside: the lazy import of the compiled loops finds no numba."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(sys.modules, "numba", None)
+        _compiled_loops.cache_clear()
+        try:
+            yield
+        finally:
+            _compiled_loops.cache_clear()
+
+
+@pytest.mark.parametrize("formulation", ["semi_dual", "dual"])
+@pytest.mark.parametrize("k", [1, 3, 10, None])
+def test_screened_evaluation_equals_the_full_one_along_a_random_walk(k, formulation):
+    # Large steps force refreshes and many references, small ones keep the screen in use.
+    a, _, C = clouds(160, 150, 13)
+    b = np.random.default_rng(13).uniform(0.5, 1.5, size=150)
+    b /= b.sum()
+    semi = formulation == "semi_dual"
+    screen = _Screen(a, b, np.ascontiguousarray(C.T), k or 160, 0.7, semi)
+    assert screen.screened
+    rng = np.random.default_rng(14)
+    x = np.zeros(160 if semi else 310)
+    for t in range(120):
+        x = x + rng.normal(scale=0.3 * 0.8 ** (t / 10), size=x.shape) * (rng.uniform() < 0.5)
+        x = x + rng.normal(scale=1e-3, size=x.shape)
+        value, grad = screen.value_and_grad(x)
+        full_value, full_grad, _, _ = screen.full(x)
+        assert value == pytest.approx(full_value, rel=1e-13, abs=1e-15)
+        np.testing.assert_allclose(grad, full_grad, rtol=0, atol=1e-12)
+    assert len(screen.refs) >= 1
+
+
+@pytest.mark.parametrize(("formulation", "k"), [("semi_dual", 2), ("semi_dual", None),
+                                                 ("dual", 5)])
+def test_screened_solve_equals_the_unscreened_solve(formulation, k, monkeypatch):
+    a, b, C = clouds(150, 150, 15)
+    with numba_unimportable():  # the NumPy path
+        T, res = sparsity_constrained_ot(a, b, C, k, 1.0, formulation=formulation, log=True)
+        monkeypatch.setattr(_Screen, "value_and_grad", lambda self, x: self.full(x)[:2])
+        T_full, res_full = sparsity_constrained_ot(a, b, C, k, 1.0, formulation=formulation,
+                                                   log=True)
+    # Only summation order differs (the screened gradient adds fewer zeros, in another order):
+    # measured max |ΔT| 4e-13 over these three cases, so rounding-level agreement is asserted.
+    assert res.n_iter == res_full.n_iter
+    np.testing.assert_allclose(T, T_full, rtol=0, atol=1e-11)
+    np.testing.assert_allclose(res.alpha, res_full.alpha, rtol=0, atol=1e-10)
+
+
+def plain_or_compiled_loops(compiled: bool) -> _Loops:
+    """The loops as plain Python, or compiled by numba (the test is skipped without it)."""
+    if not compiled:
+        return _Loops(_top_k_loop, _semi_dual_terms, _dual_terms)
+    pytest.importorskip("numba")
+    loops = _compiled_loops()
+    assert loops is not None
+    return loops
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["plain_python", "numba"])
+@pytest.mark.parametrize("formulation", ["semi_dual", "dual"])
+@pytest.mark.parametrize("k", [1, 4])
+def test_compiled_loops_equal_the_numpy_evaluation_cold_and_warm(k, formulation, compiled):
+    # Warm: the previous top k bounds the new k-th value from below.
+    loops = plain_or_compiled_loops(compiled)
+    a, _, C = clouds(20, 15, 16)
+    b = np.random.default_rng(16).uniform(0.5, 1.5, size=15)
+    b /= b.sum()
+    semi = formulation == "semi_dual"
+    screen = _Screen(a, b, np.ascontiguousarray(C.T), k, 0.7, semi)
+    rng = np.random.default_rng(17)
+    x = np.zeros(20 if semi else 35)
+    index = np.empty((15, k), dtype=np.int64)
+    for warm in (False, True, True, True):
+        x = x + rng.normal(scale=0.05, size=x.shape)
+        values = np.empty((15, k))
+        shift = np.zeros(15) if semi else x[20:]
+        loops.top_k(x[:20], shift, screen.Ct, values, index, warm)
+        assert (np.diff(values, axis=1) <= 0).all()
+        grad = np.empty(len(x))
+        terms = loops.semi_dual_terms if semi else loops.dual_terms
+        value = terms(x, a, b, 0.7, values, index, grad)
+        full_value, full_grad, _, full_index = screen.full(x)
+        assert value == pytest.approx(full_value, rel=1e-13, abs=1e-15)
+        np.testing.assert_allclose(grad, full_grad, rtol=0, atol=1e-13)
+        assert (np.sort(index, 1) == np.sort(full_index, 1)).all()
+
+
+@pytest.mark.parametrize("formulation", ["semi_dual", "dual"])
+@pytest.mark.parametrize("k", [1, 3, 16])
+def test_compiled_evaluation_equals_the_full_one_along_a_random_walk(k, formulation):
+    loops = plain_or_compiled_loops(True)
+    a, _, C = clouds(160, 150, 19)
+    b = np.random.default_rng(19).uniform(0.5, 1.5, size=150)
+    b /= b.sum()
+    semi = formulation == "semi_dual"
+    Ct = np.ascontiguousarray(C.T)
+    evaluation = _CompiledEvaluation(loops, a, b, Ct, k, 0.7, semi)
+    screen = _Screen(a, b, Ct, k, 0.7, semi)
+    rng = np.random.default_rng(20)
+    x = np.zeros(160 if semi else 310)
+    for t in range(120):
+        x = x + rng.normal(scale=0.3 * 0.8 ** (t / 10), size=x.shape) * (rng.uniform() < 0.5)
+        x = x + rng.normal(scale=1e-3, size=x.shape)
+        value, grad = evaluation.value_and_grad(x)
+        full_value, full_grad, _, full_index = screen.full(x)
+        assert value == pytest.approx(full_value, rel=1e-13, abs=1e-15)
+        np.testing.assert_allclose(grad, full_grad, rtol=0, atol=1e-12)
+        assert (np.sort(evaluation.index, 1) == np.sort(full_index, 1)).all()
+
+
+# Cases whose solve is stable under rounding: a 1e-15 relative change of C moves these plans by
+# < 1e-13, whereas the dual at k = 2 here (500 iterations, not converged) moves by 5e-3.
+@pytest.mark.parametrize(("formulation", "k"), [("semi_dual", 3), ("dual", 5)])
+def test_compiled_solve_equals_the_numpy_solve(formulation, k):
+    pytest.importorskip("numba")
+    a, b, C = clouds(120, 100, 18)
+    T, res = sparsity_constrained_ot(a, b, C, k, 1.0, formulation=formulation, log=True)
+    with numba_unimportable():
+        T_np, res_np = sparsity_constrained_ot(a, b, C, k, 1.0, formulation=formulation,
+                                               log=True)
+    assert res.n_iter == res_np.n_iter
+    np.testing.assert_allclose(T, T_np, rtol=0, atol=1e-11)
+    np.testing.assert_allclose(res.alpha, res_np.alpha, rtol=0, atol=1e-10)
+
+
+def test_the_compiled_loops_serve_only_k_up_to_16_below_m():
+    a, b, C = clouds(30, 20, 21)
+    Ct = np.ascontiguousarray(C.T)
+    for k in (17, 30):
+        assert _compiled_evaluation(a, b, Ct, k, 1.0, True) is None
+    expected = _CompiledEvaluation if has_numba() else type(None)
+    assert isinstance(_compiled_evaluation(a, b, Ct, 16, 1.0, True), expected)
+
+
+def test_without_numba_the_scipy_solver_uses_the_screen_and_gives_the_same_plan(monkeypatch):
+    a, b, C = clouds(120, 100, 18)
+    calls = []
+    screened = _Screen.value_and_grad
+
+    def counted(self, x):
+        calls.append(1)
+        return screened(self, x)
+
+    monkeypatch.setattr(_Screen, "value_and_grad", counted)
+    T = sparsity_constrained_ot(a, b, C, 3, 1.0)
+    assert (len(calls) == 0) == has_numba()  # with numba, the compiled loops evaluate
+    with numba_unimportable():
+        assert _compiled_loops() is None
+        assert _compiled_evaluation(a, b, np.ascontiguousarray(C.T), 3, 1.0, True) is None
+        T_fallback, res = sparsity_constrained_ot(a, b, C, 3, 1.0, log=True)
+        value = sparsity_constrained_ot2(a, b, C, 3, 1.0)
+        batch = sparsity_constrained_ot(torch.tensor(np.stack([a, a])),
+                                        torch.tensor(np.stack([b, b])),
+                                        torch.tensor(np.stack([C, C])), 3, 1.0)
+    assert len(calls) > 0
+    np.testing.assert_allclose(T_fallback, T, rtol=0, atol=1e-11)
+    assert value == pytest.approx(res.objective, rel=1e-12)
+    np.testing.assert_allclose(batch[1].numpy(), T, rtol=0, atol=1e-11)
+
+
+def test_scipy_objective_is_the_semi_dual_value_in_float64():
+    # The value of the scipy path once went through a float32 tensor: off by ~1e-8 relative.
+    a, b, C = clouds(40, 30, 22)
+    _, res = sparsity_constrained_ot(a, b, C, 3, 1.0, solver="scipy", log=True)
+    problem = _Problem(torch.tensor(a)[None], torch.tensor(b)[None],
+                       torch.tensor(C).T.contiguous()[None], 3, 1.0)
+    exact = float(problem.semi_dual(torch.tensor(res.alpha)[None]).value[0])
+    assert res.objective == pytest.approx(exact, rel=1e-14, abs=0)

@@ -178,3 +178,15 @@ def test_a_model_without_eligible_layers_or_already_companded_is_rejected():
     WeightCompander.apply(model)
     with pytest.raises(ValueError, match="already parametrized"):
         WeightCompander.apply(model)
+
+
+@pytest.mark.parametrize("learn", [False, True])
+def test_a_float64_model_gets_float64_shape_parameters_and_an_exact_round_trip(learn):
+    model = MLP(8, 3, hidden=(16,)).double()
+    before = [m.weight.detach().clone() for m in model.modules() if isinstance(m, nn.Linear)]
+    handle = WeightCompander.apply(model, learn=learn)
+    a, b = handle.shapes[0]()
+    assert a.dtype == b.dtype == torch.float64
+    after = [m.weight.detach() for m in model.modules() if isinstance(m, nn.Linear)]
+    for w0, w1 in zip(before, after):  # W = a·g(V/b) with V = b·g⁻¹(W₀/a): W₀ back in float64
+        torch.testing.assert_close(w1, w0, rtol=1e-12, atol=1e-12)

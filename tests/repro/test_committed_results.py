@@ -17,7 +17,12 @@ from regzoo.repro import provenance
 from regzoo.repro.claims import MIN_SEEDS
 from regzoo.repro.runner import load_reproduction, result_changes
 
-PENDING_RERUN: set[str] = set()
+PENDING_RERUN: set[str] = {
+    "adapt_unlearn", "ba_lora", "coherentgs", "colide", "compose", "dr_tune", "elr", "ftwt",
+    "gifd", "gigatok", "hag", "hessian_alignment", "holobeam", "hyde", "latent_quantization",
+    "more_is_better", "nde_solver_reg", "pnp_mimo", "pskd", "quantnas", "rmt", "sara",
+    "soft_equivariance", "sorsa", "sparse_ot", "stn", "vgnn_ehr", "weight_compander",
+}
 """Results whose code changed since their full run; each leaves with its re-run."""
 
 RESULTS = sorted(path.parent.name for path in results_dir().glob("*/result.json"))

@@ -8,8 +8,10 @@ An adapter keeps a pretrained linear map ``W`` (out × in) frozen and adds a tra
 :class:`AdapterLayer` wraps one linear-like layer: ``nn.Linear`` or the ``Conv1D`` of GPT-2 style
 transformers, whose weight is stored in × out (peft's ``fan_in_fan_out``). :func:`wrap` swaps
 every target for its wrapper in place and freezes every other parameter, as peft's
-``get_peft_model`` does; :class:`AdapterHandle` merges ``ΔW`` into the weights (no inference
-latency), unmerges it, and removes the wrappers. It depends on nothing outside PyTorch.
+``get_peft_model`` does, except the parameters another regzoo transform added (tagged by
+:func:`regzoo.core.kinds.mark_transform_parameters`: HAG's gates, FTWT's predictors, an adapter
+on another layer), so both transforms train; :class:`AdapterHandle` merges ``ΔW`` into the
+weights (no inference latency), unmerges it, and removes the wrappers.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from fnmatch import fnmatch
 
 import torch
 from torch import nn
+
+from regzoo.core.kinds import mark_transform_parameters, transform_owner
 
 
 def is_transposed_linear(module: nn.Module) -> bool:
@@ -148,9 +152,14 @@ def select_layers(model: nn.Module, target_modules: Sequence[str] | str | None, 
     def inside_adapter(name: str) -> bool:
         return any(name.startswith(w + ".") for w in wrapped)
 
+    def added_by(module: nn.Module) -> str | None:
+        """The transform whose parameters ``module`` holds (a HAG gate, an FTWT predictor)."""
+        owners = {transform_owner(p) for p in module.parameters()}
+        return owners.pop() if len(owners) == 1 else None
+
     if target_modules is None:
         found = [(name, m) for name, m in model.named_modules()
-                 if name and accepts(m) and not inside_adapter(name)]
+                 if name and accepts(m) and not inside_adapter(name) and added_by(m) is None]
         if not found:
             raise ValueError(f"target_modules=None selects every layer without an adapter among "
                              f"the {kinds}, and the model has none; pass module names")
@@ -163,10 +172,15 @@ def select_layers(model: nn.Module, target_modules: Sequence[str] | str | None, 
         is_glob = any(ch in entry for ch in "*?[")
         for name, module in _select(model, entry, "target_modules"):
             if isinstance(module, AdapterLayer):
-                raise ValueError(f"target_modules: {name!r} already carries an adapter; "
-                                 "remove() it first")
+                raise ValueError(f"target_modules: {name!r} already carries an adapter "
+                                 f"({type(module).__name__}); one adapter per layer: remove() "
+                                 "that adapter's handle first, or target another layer")
             if inside_adapter(name):
                 continue
+            owner = added_by(module)
+            if owner is not None and accepts(module):
+                raise ValueError(f"target_modules: {name!r} was added to the model by {owner}, "
+                                 "not a layer of the network; target the network's own layers")
             if accepts(module):
                 targets[name] = module
             elif not is_glob and not any(accepts(m) for m in module.modules()):
@@ -289,10 +303,12 @@ def wrap(model: nn.Module, targets: Iterable[tuple[str, nn.Module]],
          handle_cls: type[AdapterHandle] = AdapterHandle, **handle_kwargs) -> AdapterHandle:
     """Replace each target with ``make_layer(name, module)`` in place and freeze the rest.
 
-    Every parameter of the model except the new layers' updates and those of
-    ``modules_to_save`` (matched like ``target_modules``) stops requiring gradients. All layers
-    are built before any is swapped in, so a layer that fails to build leaves the model's
-    modules and ``requires_grad`` flags as they were.
+    Every parameter of the model except the new layers' updates, those of ``modules_to_save``
+    (matched like ``target_modules``) and those another transform added (tagged with its name)
+    stops requiring gradients; the new updates are tagged with this adapter's name (the method
+    module's, e.g. ``sorsa``, else the handle class's). All layers are built before any is
+    swapped in, so a layer that fails to build leaves the model's modules and ``requires_grad``
+    flags as they were.
     """
     targets = list(targets)
     saved_named = _select(model, modules_to_save, "modules_to_save") if modules_to_save else []
@@ -311,9 +327,14 @@ def wrap(model: nn.Module, targets: Iterable[tuple[str, nn.Module]],
             parameter.requires_grad_(flag)
         raise
     for parameter in model.parameters():
-        parameter.requires_grad_(False)
+        if transform_owner(parameter) is None:
+            parameter.requires_grad_(False)
+    origin = handle_cls.__module__
+    owner = (origin.rsplit(".", 1)[-1] if origin.startswith("regzoo.methods.")
+             else handle_cls.__qualname__)
     layers: dict[str, AdapterLayer] = {}
     for name, layer in built:
+        mark_transform_parameters(layer.adapter_parameters(), owner)
         _set_submodule(model, name, layer)
         layers[name] = layer
     for module in saved:

@@ -213,6 +213,10 @@ class SparseValueLayer(AdapterLayer):
         return torch.cat([t.reshape(-1) for t in tensors])
 
     def _split(self, flat: torch.Tensor) -> list[torch.Tensor]:
+        if len(self.sizes) == 1:
+            # One covered tensor (the usual case): a view, whose backward is free, where the
+            # backward of ``split`` concatenates (copies) the gradient.
+            return [flat.view(self.shapes[0])]
         return [part.view(shape) for part, shape in zip(flat.split(self.sizes), self.shapes)]
 
     def _base_flat(self) -> torch.Tensor:

@@ -118,6 +118,13 @@ class Objective(nn.Module):
             raise ValueError(f"a term named {name!r} is already registered; choose another name")
         if not callable(term):
             raise TypeError(f"term {name!r} must be callable, got {type(term).__name__}")
+        shared = [other for other, t in self._terms.items()
+                  if t.fn is term and isinstance(term, nn.Module)
+                  and next(term.buffers(), None) is not None]
+        if shared:
+            raise ValueError(f"term {name!r} is the module already registered as {shared[0]!r}; "
+                             "its state (per-example memory) would be written twice per step. "
+                             "Build a second instance, or give the one term a larger weight")
         check_choice("per", per, ("step", "epoch"))
         positional = args is not None
         arg_names = tuple(args) if positional else _parameter_names(term)
@@ -141,9 +148,12 @@ class Objective(nn.Module):
         for name, term in self._terms.items():
             missing = [a for a in term.arg_names if a not in inputs]
             if missing:
+                hint = ("; it keeps per-example state and needs each example's dataset index: "
+                        "make the loader yield (x, y, index), e.g. with regzoo.data."
+                        "IndexedDataset" if "index" in missing else "")
                 raise ValueError(
                     f"term {name!r} needs inputs {missing}; pass them as keywords, e.g. "
-                    f"objective({missing[0]}=...)"
+                    f"objective({missing[0]}=...){hint}"
                 )
             values = [inputs[a] for a in term.arg_names]
             value = term.fn(*values) if term.positional else term.fn(**dict(zip(term.arg_names,

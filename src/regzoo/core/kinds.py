@@ -18,7 +18,9 @@ The protocols here are what ``tests/contracts/`` checks for every registered met
 * **transform** (:class:`Transform`, :class:`TransformHandle`): ``Cls.apply(model, **options)``
   rewires the model in place and returns a handle with ``merge``, ``unmerge``, ``remove``,
   ``trainable_parameters`` and ``penalty``. Apply checks every target before it changes any
-  (adapter transforms get this from :func:`regzoo.adapters.wrap`).
+  (adapter transforms get this from :func:`regzoo.adapters.wrap`) and tags the parameters it
+  adds with its name (:func:`mark_transform_parameters`), so a later transform leaves them
+  trainable and a loop can tell when they are missing from its optimiser.
 * **procedure** (:class:`ProcedureResult`): a function that owns its loop (built on
   :func:`regzoo.train.fit`, so checkpoints, resume and DDP come with it) and returns a result
   record whose ``history`` is the loop's :class:`regzoo.train.History`.
@@ -29,6 +31,7 @@ The protocols here are what ``tests/contracts/`` checks for every registered met
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -82,6 +85,42 @@ class Transform(Protocol):
 
     @classmethod
     def apply(cls, model: nn.Module, **options: Any) -> TransformHandle: ...
+
+
+TRANSFORM_OWNER = "_regzoo_transform"
+"""The attribute a transform sets on each parameter it adds to a model: the transform's name."""
+
+
+def mark_transform_parameters(parameters: Iterable[nn.Parameter], owner: str) -> None:
+    """Tag the parameters a transform added (gates, predictors, updates) with its name ``owner``.
+
+    Two things read the tag: a transform applied later that freezes "everything else" (an
+    adapter, :func:`regzoo.adapters.wrap`) leaves tagged parameters as they are, so both
+    transforms train; and :func:`regzoo.train.fit` refuses to start when a tagged parameter
+    requires grad but is in no parameter group of the optimiser (the transform was applied after
+    the optimiser was built). ``copy.deepcopy`` keeps the tag.
+    """
+    for parameter in parameters:
+        setattr(parameter, TRANSFORM_OWNER, owner)
+
+
+def transform_owner(parameter: torch.Tensor) -> str | None:
+    """The transform that added ``parameter`` to its model (None: the model's own)."""
+    return getattr(parameter, TRANSFORM_OWNER, None)
+
+
+def untrained_transform_parameters(model: nn.Module, optimizer: Any) -> dict[str, list[str]]:
+    """Per transform, the names of its parameters that require grad but no optimiser group holds.
+
+    Empty when every transform parameter the model trains is in ``optimizer.param_groups``.
+    """
+    held = {id(p) for group in getattr(optimizer, "param_groups", ()) for p in group["params"]}
+    missing: dict[str, list[str]] = {}
+    for name, parameter in model.named_parameters():
+        owner = transform_owner(parameter)
+        if owner is not None and parameter.requires_grad and id(parameter) not in held:
+            missing.setdefault(owner, []).append(name)
+    return missing
 
 
 @runtime_checkable
@@ -164,6 +203,10 @@ def check_index(index: object, batch: int | None, num_examples: int,
 
     ``against`` names the argument ``batch`` was read from, for the message.
     """
+    if index is None:
+        raise TypeError("index is None: this criterion keeps per-example state and needs each "
+                        "example's dataset index; make the loader yield (x, y, index), e.g. "
+                        "with regzoo.data.IndexedDataset, and pass the index")
     check_tensor("index", index, ndim=1, floating=False)
     assert isinstance(index, torch.Tensor)
     if batch is not None and index.shape[0] != batch:

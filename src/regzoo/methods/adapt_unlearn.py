@@ -468,6 +468,9 @@ def adapt_negatives(generator_ema: nn.Module, discriminator: nn.Module, negative
 @register(
     "adapt_unlearn",
     kind="procedure",
+    declares={
+        "owns_loss": "a GAN procedure: its adversarial, EWC and repulsion losses are the method",
+    },
     summary="Unlearn a class of a pretrained GAN without its data: adapt copies to a few "
     "flagged samples (EWC), then fine-tune on the rest while repelling the parameters from "
     "the adapted copies.",

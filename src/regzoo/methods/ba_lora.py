@@ -218,6 +218,11 @@ def _check_weights(weights: Sequence[float]) -> tuple[float, float, float]:
 @register(
     "ba_lora",
     kind="transform",
+    declares={
+        "one_adapter_per_layer": "built on regzoo.adapters.wrap",
+        "batch_coupled": "its regulariser reads the batch as a whole: the singular values of the "
+            "batch's logit matrix and the batch-mean consistency term are not means over examples",
+    },
     summary="PiSSA-initialised LoRA trained with three output regularisers: consistency with the "
     "frozen pretrained model, decorrelated/high-entropy outputs, and a large top-k share of the "
     "outputs' singular values.",

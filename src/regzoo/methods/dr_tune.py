@@ -249,6 +249,11 @@ def semantic_calibration(pretrained: torch.Tensor, downstream: torch.Tensor,
 @register(
     "dr_tune",
     kind="penalty",
+    declares={
+        "batch_coupled": "s is the batch's mean feature norm, w = K/(B + K) uses the batch size, "
+            "and the batch joins the queues (under DDP each rank's queues receive only its own "
+            "half of every batch)",
+    },
     summary="Trains the classification head also on a frozen pretrained encoder's features of "
             "the training images, rotated (Procrustes) and shifted class-wise onto the "
             "downstream feature distribution (semantic calibration).",

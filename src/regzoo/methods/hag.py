@@ -31,7 +31,7 @@ Gradient routing (paper §II-B, official ``runners/trainer.py``), per batch:
     \theta_{main} \leftarrow \mathrm{Adam}_{main}(\theta_{main},
         \mathrm{clip}_{10}\nabla_{\theta_{main}} L(x; \theta_{att}', \theta_{main}))
 
-(:func:`gradient_routing`, built on :class:`regzoo.methods.param_routing.GradientRouter`).
+(:func:`gradient_routing`, built on :class:`regzoo.train.routing.GradientRouter`).
 Non-finite gradient entries are set to 0 after clipping.
 
 Defaults and sources: gate lr 0.01, backbone lr 1e-4, clips 128 (gate pass) / 10 (backbone
@@ -96,8 +96,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from regzoo.core.checks import check_positive_int, check_range
-from regzoo.methods.param_routing import GradientRouter, RoutedGroup
+from regzoo.core.kinds import mark_transform_parameters
 from regzoo.registry import Default, register
+from regzoo.train.routing import GradientRouter, RoutedGroup
 
 CONV_TYPES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 FOLDABLE: tuple[type[nn.Module], ...] = (nn.Linear, *CONV_TYPES)
@@ -305,6 +306,10 @@ def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
 @register(
     "hag",
     kind="transform",
+    declares={
+        "trains_backbone": "the backbone trains with the gates (trainable_parameters() is the "
+            "whole model); after an adapter only the gates train",
+    },
     summary="Per-channel gates σ(θ) on chosen sites (inputs, CNN blocks, ViT residual branches "
     "in place of LayerScale), trained by gradient routing: a gate pass with its own Adam, then "
     "a backbone pass on a fresh forward; folded into the adjacent layer after training.",
@@ -436,6 +441,7 @@ class HardAttentionGates:
                 device=None if reference is None else reference.device,
                 dtype=None if reference is None else reference.dtype,
             )
+            mark_transform_parameters(gate.parameters(), "hag")
             if keep_function:
                 _scale_(module, where, 1.0 / gate.value().detach())
             _set_submodule(model, name, GatedLayer(module, gate, where))
@@ -554,7 +560,7 @@ def gradient_routing(
         zero_nonfinite: set non-finite gradient entries to 0 after clipping (official code).
 
     Returns:
-        a :class:`~regzoo.methods.param_routing.GradientRouter`; per batch call
+        a :class:`~regzoo.train.routing.GradientRouter`; per batch call
         ``router.step(lambda: loss_fn(model(x), y))``.
     """
     check_range("lr", lr, 0.0, low_inclusive=False)

@@ -315,6 +315,9 @@ def rank_layers_by_gradient(model: nn.Module, loss_fn: Callable[[nn.Module], tor
 @register(
     "rmt",
     kind="transform",
+    declares={
+        "one_adapter_per_layer": "built on regzoo.adapters.wrap",
+    },
     summary="Learn a binary mask over frozen pretrained weights (straight-through scores); "
     "gradient dropout keeps the task gradient where it agrees with distillation to the "
     "zero-shot model.",

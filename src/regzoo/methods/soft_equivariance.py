@@ -510,6 +510,10 @@ def _linear_layers(layers: Sequence[nn.Module] | nn.Module) -> list[nn.Module]:
 @register(
     "soft_equivariance",
     kind="penalty",
+    declares={
+        "not_on_a_classifier": "PER penalises the equivariance error of its own tensor network's "
+            "layers (a regression model with group projectors)",
+    },
     summary="Per-type squared distance of every linear layer to its G-equivariant subspace "
             "(exact orthogonal projectors), with strengths rescaled once by how small each "
             "penalty could be made.",

@@ -124,6 +124,9 @@ def _peak_lr(optimizer: torch.optim.Optimizer) -> float:
 @register(
     "sorsa",
     kind="transform",
+    declares={
+        "one_adapter_per_layer": "built on regzoo.adapters.wrap",
+    },
     summary="Each weight split by SVD into a frozen residual and a trainable B·diag(σ)·A (singular "
     "vectors and values); an orthonormal regulariser keeps A and B orthonormal.",
     equation="W = W_res + s·B diag(σ) A (B = U_r, σ = Σ_r, A = V_rᵀ at init); "

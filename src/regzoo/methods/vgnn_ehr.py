@@ -179,6 +179,10 @@ def kl_to_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tenso
 @register(
     "vgnn_ehr",
     kind="penalty",
+    declares={
+        "not_on_a_classifier": "its KL acts on a VGNN's node encodings (mu, logvar of each code "
+            "node)",
+    },
     summary="KL(q(z_i) ‖ N(0, I)) of the variational code-node states of a graph-attention "
             "EHR model, averaged over a visit's nodes (VGNN, the model in the same module).",
     equation="KL_b = Σ_i w_bi · ½ Σ_k (σ²_bik − log σ²_bik − 1 + μ²_bik) / Σ_i w_bi;  "

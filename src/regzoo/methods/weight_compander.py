@@ -48,6 +48,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from regzoo.core.checks import check_choice, check_range
+from regzoo.core.kinds import mark_transform_parameters
 from regzoo.registry import Default, register
 
 LAYER_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -130,6 +131,10 @@ def _eligible(model: nn.Module, layer_types: tuple[type[nn.Module], ...]
 @register(
     "weight_compander",
     kind="transform",
+    declares={
+        "every_layer_of_type": "it companders every layer of the given module types, not named "
+            "layers",
+    },
     summary="Every Linear/Conv weight used as W = a·arctan(V/b) of a raw V: bounded, steep near 0; "
     "fixed or learned (a, b); folded into plain layers after training.",
     equation="W = Ψ(V) = a·arctan(V/b), V₀ = b·tan(W₀/a); weight decay on Ψ(V) (fixed) or on V "
@@ -195,10 +200,14 @@ class WeightCompander:
             raise ValueError("some target weights are already parametrized (is a compander "
                              "applied already?); call remove() on the earlier handle first")
         reference = next(iter(layers))[1].weight
-        shared = _Shape(a, b, learn).to(reference.device)
-        shapes = [shared if share == "network" else _Shape(a, b, learn).to(reference.device)
-                  for _ in layers]
+
+        def new_shape() -> _Shape:  # a, b (ρ_a, ρ_b) in the weights' dtype: float64 stays exact
+            return _Shape(a, b, learn).to(device=reference.device, dtype=reference.dtype)
+
+        shared = new_shape()
+        shapes = [shared if share == "network" else new_shape() for _ in layers]
         handle = cls(model, layers, shapes, compander, learn)
+        mark_transform_parameters(handle.shape_parameters(), "weight_compander")
         handle._wrap()
         return handle
 

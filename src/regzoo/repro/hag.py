@@ -35,7 +35,6 @@ from torch import nn
 from regzoo.data.batches import TensorBatches
 from regzoo.data.noise_features import NoisyFeatures, noisy_digits, noisy_mnist1d
 from regzoo.methods.hag import GatedViT, HardAttentionGates, gate_parameters, gradient_routing
-from regzoo.methods.param_routing import GradientRouter, RoutedGroup
 from regzoo.metrics import classification_metrics, predict_logits
 from regzoo.models.small import MLP
 from regzoo.repro.config import ReproConfig
@@ -48,6 +47,7 @@ from regzoo.repro.protocol import (
     summary_mean,
     summary_text,
 )
+from regzoo.train.routing import GradientRouter, RoutedGroup
 from regzoo.train.seeding import seed_everything
 from regzoo.train.timing import time_steps
 

@@ -156,6 +156,16 @@ def _git_state() -> tuple[str | None, bool | None]:
     return commit, None if status is None else bool(status)
 
 
+def _installed_version(package: str) -> str | None:
+    """An optional package's version (None when absent), read without importing it."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
 def environment(device: torch.device) -> dict[str, Any]:
     """Versions, CPU, threads and device: the ``env`` section of ``result.json``."""
     import numpy
@@ -168,6 +178,7 @@ def environment(device: torch.device) -> dict[str, Any]:
         "torch": torch.__version__,
         "numpy": numpy.__version__,
         "scipy": scipy.__version__,
+        "numba": _installed_version("numba"),
         "regzoo": __version__,
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),

@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from threadpoolctl import threadpool_limits
 from torch import nn
 
+from regzoo.core.modes import eval_mode
 from regzoo.data import load_digits
 from regzoo.methods.sparse_ot import SparseMoE, SparseOTRouter, sparsity_constrained_ot
 from regzoo.repro.config import ReproConfig
@@ -242,6 +243,10 @@ def run_moe_unit(config: SparseOTReproConfig, unit: Unit, env: UnitEnv) -> UnitR
     model = TokenMoE(config, unit.arm).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     order = torch.Generator().manual_seed(unit.seed)
+    # One untimed forward first: the router's first solve loads the optional compiled top-k
+    # loop (numba, ~0.4 s once per process), which forward_ms must not average in.
+    with torch.no_grad(), eval_mode(model):
+        model(x_train[:config.batch_size])
     curve, route_seconds, steps = [], 0.0, 0
     for epoch in range(config.epochs):
         model.train()

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from regzoo.core.checks import check_positive_int
 from regzoo.core.compose import LossBreakdown
+from regzoo.core.kinds import untrained_transform_parameters
 from regzoo.core.progress import progress_disabled
 from regzoo.train.checkpoint import load_checkpoint, save_checkpoint
 from regzoo.train.distributed import (
@@ -123,6 +124,14 @@ def fit(
         raise ValueError(f"scheduler_per must be 'epoch' or 'step', got {scheduler_per!r}")
     if resume and checkpoint_path is None:
         raise ValueError("resume=True needs checkpoint_path, the file to resume from")
+    untrained = untrained_transform_parameters(model, optimizer)
+    if untrained:
+        owner, names = next(iter(untrained.items()))
+        raise ValueError(
+            f"optimizer: {len(names)} parameter(s) that {owner} added to the model require grad "
+            f"but are in no parameter group (e.g. {names[0]!r}), so they would never train: the "
+            "transform was applied after the optimizer was built. Apply every transform first, "
+            "then build the optimizer from its trainable_parameters()")
     if context is None:
         device = next(model.parameters()).device
         context = DistributedContext(0, 1, 0, device)

@@ -430,6 +430,9 @@ def _check_views(views: object) -> SparseViews:
 @register(
     "coherentgs",
     kind="procedure",
+    declares={
+        "owns_loss": "its photometric, depth and flow losses on rendered views are the method",
+    },
     summary="Sparse-view Gaussian splatting with one Gaussian per input pixel on its ray, "
             "depths aligned by flow, then moved by a CNN-decoded masked residual under TV and "
             "flow-consistency priors.",

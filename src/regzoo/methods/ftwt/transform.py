@@ -14,6 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from regzoo.core.checks import check_choice, check_positive_int, check_range
+from regzoo.core.kinds import mark_transform_parameters
+from regzoo.core.modes import eval_mode
 from regzoo.methods.ftwt.flops import MacsCount, count_along_chain
 from regzoo.methods.ftwt.masks import (
     ACTIVATION_TYPES,
@@ -98,6 +100,11 @@ def _resolve_blocks(
 @register(
     "ftwt",
     kind="transform",
+    declares={
+        "trains_backbone": "FTWT fine-tunes every weight of the network with its masks "
+            "(trainable_parameters() is the whole model); after an adapter only its mask "
+            "predictors train",
+    },
     summary="Dynamic channel pruning: a pooled-input linear predictor before each Conv-BN-ReLU "
     "block switches filters off per input; it learns from self-supervised labels (the filters "
     "carrying a share τ of the block's activation mass), decoupled from the task loss.",
@@ -276,6 +283,7 @@ class FTWT:
                 init=predictor_init,
             )
             predictor.to(device=layer.weight.device, dtype=layer.weight.dtype)
+            mark_transform_parameters(predictor.parameters(), "ftwt")
             block = MaskedBlock(
                 layer,
                 norm,
@@ -410,15 +418,12 @@ class FTWT:
             for m in self.model.modules()
             if isinstance(m, MaskedBlock) or (isinstance(m, LAYER_TYPES) and id(m) not in inner)
         ]
-        modes = [(m, m.training) for m in self.model.modules()]
-        self.model.eval()
         try:
-            self.model(x)
+            with eval_mode(self.model):
+                self.model(x)
         finally:
             for h in handles:
                 h.remove()
-            for module, training in modes:
-                module.training = training
         batch = x.shape[0]
         per_example = count_along_chain(events, batch, counting, False, x.device)
         dense = float(count_along_chain(events, 1, "exact", True, x.device)[0])

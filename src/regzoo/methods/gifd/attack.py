@@ -218,6 +218,9 @@ class PixelInversion(_GradientInversion):
 @register(
     "gifd",
     kind="procedure",
+    declares={
+        "owns_loss": "a gradient-inversion attack: its loss is the gradient-matching objective",
+    },
     summary="Gradient inversion over a GAN's feature domains: match the shared gradient by "
             "searching the latent, then each intermediate feature in an l1 ball around the "
             "previous solution; keep the stage with the lowest gradient loss.",

@@ -162,6 +162,12 @@ def negative_mean_cosine(student: torch.Tensor, teacher: torch.Tensor) -> torch.
 @register(
     "gigatok",
     kind="penalty",
+    declares={
+        "not_on_a_classifier": "it aligns a VQ tokenizer decoder's token grid with a frozen "
+            "encoder's patch features: it joins a tokenizer's reconstruction loss",
+        "batch_coupled_variant": "the entropy loss (vq_entropy_loss, weight 0.005 in the official "
+            "XL-XXL configs) subtracts H(p̄), the entropy of the batch's mean code assignment",
+    },
     summary="Semantic regularisation of a VQ image tokenizer: an MLP head on a decoder hidden "
             "state is aligned by cosine similarity with a frozen pre-trained encoder's patch "
             "features; plus an entropy loss on code assignment.",

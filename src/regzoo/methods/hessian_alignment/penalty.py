@@ -207,6 +207,13 @@ def hutchinson_diagonal(grads: Sequence[torch.Tensor], params: Sequence[torch.Te
 @register(
     "hessian_alignment",
     kind="penalty",
+    declares={
+        "batch_coupled": "the HGP term is a nonlinear function of each domain's batch gradient",
+        "pairs": {
+            "ba_lora": "BA-LoRA's default targets leave the classifier head frozen, so HGP has no "
+                "head gradient to align: adapt the head or keep it in modules_to_save",
+        },
+    },
     summary="Aligns, across training domains, the classifier head's gradients and Hessian "
             "statistics (Hessian-gradient product HGP, or Hutchinson's diag(H)) with the "
             "cross-domain average.",

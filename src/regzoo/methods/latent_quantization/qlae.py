@@ -230,6 +230,9 @@ def check_images(images: torch.Tensor, input_dim: int, why: str) -> None:
 @register(
     "latent_quantization",
     kind="procedure",
+    declares={
+        "owns_loss": "its reconstruction and quantisation losses are the method",
+    },
     summary="Autoencode through a per-dimension scalar-quantised latent (learnable 10-value "
     "codebooks, straight-through) with strong weight decay on the networks' weights, so that "
     "each latent dimension captures one factor (QLAE); the same latent in an InfoWGAN-GP "

@@ -87,6 +87,12 @@ def _check_trace(trace: object) -> StepTrace:
 @register(
     "nde_solver_reg",
     kind="penalty",
+    declares={
+        "batch_coupled": "the whole batch is one ODE state: one error norm and one adaptive step "
+            "sequence per solve, and R_E sums over those steps",
+        "not_on_a_classifier": "it reads the step trace of a neural-ODE solve: it joins a "
+            "criterion on an ODE block's outputs",
+    },
     summary="Penalises a neural ODE's adaptive-solver heuristics — the local error estimates "
             "(ERNODE) and/or Hairer's stiffness estimates (SRNODE) over the accepted steps, "
             "backpropagated through the discrete steps — so that prediction needs fewer NFE.",

@@ -184,6 +184,9 @@ def mean_max_probability(supernet: QuantNASSuperNet) -> float:
 @register(
     "quantnas",
     kind="procedure",
+    declares={
+        "owns_loss": "its super-resolution loss and architecture objective are the method",
+    },
     summary="Differentiable search over operations × bit-widths for super-resolution, "
     "with quantisation noise in place of fake quantisation, an entropy regulariser that "
     "drives each layer to one choice, a normalised BitOps penalty and ADQ residual blocks.",
