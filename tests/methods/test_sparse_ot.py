@@ -417,6 +417,16 @@ def numba_unimportable() -> Iterator[None]:
             _compiled_loops.cache_clear()
 
 
+def _random_walk(size, seed, steps=120):
+    """Dual points along a random walk whose big jumps shrink (as L-BFGS iterates do)."""
+    rng = np.random.default_rng(seed)
+    x = np.zeros(size)
+    for t in range(steps):
+        x = x + rng.normal(scale=0.3 * 0.8 ** (t / 10), size=size) * (rng.uniform() < 0.5)
+        x = x + rng.normal(scale=1e-3, size=size)
+        yield x
+
+
 @pytest.mark.parametrize("formulation", ["semi_dual", "dual"])
 @pytest.mark.parametrize("k", [1, 3, 10, None])
 def test_screened_evaluation_equals_the_full_one_along_a_random_walk(k, formulation):
@@ -427,11 +437,7 @@ def test_screened_evaluation_equals_the_full_one_along_a_random_walk(k, formulat
     semi = formulation == "semi_dual"
     screen = _Screen(a, b, np.ascontiguousarray(C.T), k or 160, 0.7, semi)
     assert screen.screened
-    rng = np.random.default_rng(14)
-    x = np.zeros(160 if semi else 310)
-    for t in range(120):
-        x = x + rng.normal(scale=0.3 * 0.8 ** (t / 10), size=x.shape) * (rng.uniform() < 0.5)
-        x = x + rng.normal(scale=1e-3, size=x.shape)
+    for x in _random_walk(160 if semi else 310, seed=14):
         value, grad = screen.value_and_grad(x)
         full_value, full_grad, _, _ = screen.full(x)
         assert value == pytest.approx(full_value, rel=1e-13, abs=1e-15)
@@ -505,11 +511,7 @@ def test_compiled_evaluation_equals_the_full_one_along_a_random_walk(k, formulat
     Ct = np.ascontiguousarray(C.T)
     evaluation = _CompiledEvaluation(loops, a, b, Ct, k, 0.7, semi)
     screen = _Screen(a, b, Ct, k, 0.7, semi)
-    rng = np.random.default_rng(20)
-    x = np.zeros(160 if semi else 310)
-    for t in range(120):
-        x = x + rng.normal(scale=0.3 * 0.8 ** (t / 10), size=x.shape) * (rng.uniform() < 0.5)
-        x = x + rng.normal(scale=1e-3, size=x.shape)
+    for x in _random_walk(160 if semi else 310, seed=20):
         value, grad = evaluation.value_and_grad(x)
         full_value, full_grad, _, full_index = screen.full(x)
         assert value == pytest.approx(full_value, rel=1e-13, abs=1e-15)
