@@ -18,7 +18,7 @@ from regzoo.repro.claims import MIN_SEEDS
 from regzoo.repro.runner import load_reproduction, result_changes
 
 PENDING_RERUN: set[str] = {
-    "adapt_unlearn", "ba_lora", "coherentgs", "colide", "dr_tune", "elr", "ftwt",
+    "ba_lora", "coherentgs", "colide", "dr_tune", "elr", "ftwt",
     "gifd", "gigatok", "hag", "hyde", "latent_quantization",
     "nde_solver_reg", "pnp_mimo", "pskd", "quantnas", "soft_equivariance", "sorsa", "sparse_ot", "stn", "vgnn_ehr", "weight_compander",
 }
