@@ -18,7 +18,7 @@ from regzoo.repro.claims import MIN_SEEDS
 from regzoo.repro.runner import load_reproduction, result_changes
 
 PENDING_RERUN: set[str] = {
-    "ba_lora", "coherentgs", "colide", "dr_tune", "elr", "ftwt", "gifd", "gigatok", "hag",
+    "coherentgs", "colide", "dr_tune", "elr", "ftwt", "gifd", "gigatok", "hag",
     "latent_quantization", "nde_solver_reg", "pnp_mimo", "pskd", "quantnas", "sparse_ot",
     "vgnn_ehr", "weight_compander",
 }
