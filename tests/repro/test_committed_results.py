@@ -19,7 +19,7 @@ from regzoo.repro.runner import load_reproduction, result_changes
 
 PENDING_RERUN: set[str] = {
     "coherentgs", "dr_tune", "elr", "ftwt", "gifd", "gigatok", "latent_quantization", "pnp_mimo",
-    "quantnas", "sparse_ot", "vgnn_ehr",
+    "quantnas", "sparse_ot",
 }
 """Results whose code changed since their full run; each leaves with its re-run."""
 
