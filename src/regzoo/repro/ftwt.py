@@ -10,22 +10,22 @@ for the same epochs with the paper's backbone optimiser (SGD lr 1e-2, momentum 0
 Arms (setting ``digits``):
 
 * ``dense``: the dense CNN fine-tuned, no masks.
-* ``ftwt_tXXX`` for each τ (``XXX`` = 100·τ): FTWT on the three conv blocks, decoupled mode, mass
-  ground truth with the official rule (the filter crossing τ dropped), pool 1 with softmax, the
-  official default predictor init (PyTorch's default, ``predictor_init="random"``; no all-on
-  pre-training, per the official default recipe), predictor SGD lr 0.1 momentum 0.9, mask loss
-  weight 1 for the first half of the epochs and 0 after (the predictors keep stepping on their
+* ``ftwt_t<100τ>`` for each τ (``ftwt_t095`` at τ = 0.95): FTWT on the three conv blocks, decoupled
+  mode, mass ground truth with the official rule (the filter crossing τ dropped), pool 1 with
+  softmax, the official default predictor init (PyTorch's default, ``predictor_init="random"``; no
+  all-on pre-training, per the official default recipe), predictor SGD lr 0.1 momentum 0.9, mask
+  loss weight 1 for the first half of the epochs and 0 after (the predictors keep stepping on their
   momentum).
-* ``static_tXXX``: static pruning at the FTWT arm's mean FLOPs: in each block the filters with
+* ``static_t<100τ>``: static pruning at the FTWT arm's mean FLOPs: in each block the filters with
   the largest mean activation share â (module docstring of :mod:`regzoo.methods.ftwt`) of the
   dense CNN on the training images are kept, k_ℓ of them, then the same fine-tuning.
-* ``random_tXXX``: k_ℓ filters per block drawn uniformly at random per input (fresh draws in
+* ``random_t<100τ>``: k_ℓ filters per block drawn uniformly at random per input (fresh draws in
   training and at test; a CPU generator seeded by the seed), the same fine-tuning.
-* ``ftwt_nosoftmax_tXXX``, ``static_nosoftmax_tXXX``, ``random_nosoftmax_tXXX``: the same three
-  with the predictor's softmax off (the official ``--softmax 0``), for secondary claims. The
-  softmax squashes a pooled 32- or 64-vector to near-uniform values; in the pilot (seeds 0–2)
-  the official predictor learned input-independent masks and collapsed whole blocks at τ ≤ 0.85,
-  while the predictor without it learned per-input masks.
+* ``ftwt_nosoftmax_t<100τ>``, ``static_nosoftmax_t<100τ>``, ``random_nosoftmax_t<100τ>``: the same
+  three with the predictor's softmax off (the official ``--softmax 0``), for secondary claims. The
+  softmax squashes a pooled 32- or 64-vector to near-uniform values; in the pilot (seeds 0–2) the
+  official predictor learned input-independent masks and collapsed whole blocks at τ ≤ 0.85, while
+  the predictor without it learned per-input masks.
 
 The k_ℓ of both baselines are the FTWT arm's per-block mean kept shares on the validation images,
 scaled by one factor so that their MACs come closest to the FTWT arm's mean validation MACs
