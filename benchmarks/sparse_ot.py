@@ -4,8 +4,10 @@ Same problems (m = n Gaussian clouds in 2-D, squared Euclidean cost scaled to ma
 marginals), same γ = 1, same tolerance and iteration budget (POT's defaults: ``stopThr=1e-9``,
 ``numItermax=500``; both solvers stop on scipy's rules for ``tol``), same start (zero
 potentials). For each size and cap k the table gives the wall time of both (median of
-``repeats``, the two solvers alternating), POT/regzoo (> 1: regzoo faster), the iteration and
-objective-evaluation counts (one counted run each, untimed), and plan quality: the semi-dual
+``repeats``, the solvers alternating), POT/regzoo (> 1: regzoo faster) for regzoo's default
+solver (``"numba"`` with numba installed and k ≤ 16 < m, else ``"scipy"``) and the time of its
+``"scipy"`` solver beside it, the iteration and objective-evaluation counts (one run each,
+untimed), and plan quality: the semi-dual
 value S(α) reached (higher is better, both evaluated by the same function), the gap
 |cost − EMD|/EMD, the row-marginal L1 error and the largest column support. The last rows
 solve a batch of 16 problems in one call against 16 POT calls. A second table sets the time
@@ -83,20 +85,20 @@ def timed(fn: Any, repeats: int) -> tuple[float, Any]:
     return statistics.median(times), out
 
 
-def side_by_side(ours: Any, pot: Any, repeats: int) -> tuple[float, Any, float, Any]:
-    """Median times of both, alternating calls so that load changes hit both alike."""
-    t_ours, t_pot, out_ours, out_pot = [], [], None, None
+def side_by_side(fns: list[Any], repeats: int) -> list[tuple[float, Any]]:
+    """Median time and last output of each, calls alternating so that load hits all alike."""
+    times: list[list[float]] = [[] for _ in fns]
+    outs: list[Any] = [None] * len(fns)
     for _ in range(repeats):
-        t, out_ours = timed(ours, 1)
-        t_ours.append(t)
-        t, out_pot = timed(pot, 1)
-        t_pot.append(t)
-    return statistics.median(t_ours), out_ours, statistics.median(t_pot), out_pot
+        for i, fn in enumerate(fns):
+            t, outs[i] = timed(fn, 1)
+            times[i].append(t)
+    return [(statistics.median(t), out) for t, out in zip(times, outs, strict=True)]
 
 
 @contextlib.contextmanager
 def counting_evaluations() -> Iterator[list[int]]:
-    """Count objective evaluations of every scipy ``minimize`` call (ours and POT's)."""
+    """Count objective evaluations of every scipy ``minimize`` call (POT's)."""
     import ot.smooth
     import scipy.optimize
 
@@ -170,12 +172,13 @@ def compare(m: int, k: int | None, repeats: int) -> str:
     a, b, C = problem(m, 0)
     emd = float((ot.emd(a, b, C) * C).sum())
 
-    def ours() -> Any:
-        return sparsity_constrained_ot(a, b, C, k, GAMMA, tol=TOL, max_iter=MAX_ITER, log=True)
+    def ours(solver: str = "auto") -> Any:
+        return sparsity_constrained_ot(a, b, C, k, GAMMA, tol=TOL, max_iter=MAX_ITER, log=True,
+                                       solver=solver)
 
-    t_ours, (T, res), t_pot, (P, alpha_pot, nit_pot) = side_by_side(
-        ours, lambda: pot_solve(a, b, C, k), repeats)
-    ev_ours, ev_pot = evaluations(ours), evaluations(lambda: pot_solve(a, b, C, k))
+    (t_ours, (T, res)), (t_scipy, _), (t_pot, (P, alpha_pot, nit_pot)) = side_by_side(
+        [ours, lambda: ours("scipy"), lambda: pot_solve(a, b, C, k)], repeats)
+    ev_ours, ev_pot = res.n_evaluations, evaluations(lambda: pot_solve(a, b, C, k))
     FLOORS.append(floor_row(a, b, C, k, res.alpha, t_pot, t_ours, ev_pot, ev_ours))
     quality = []
     for plan, alpha in ((T, res.alpha), (P, alpha_pot)):
@@ -184,7 +187,8 @@ def compare(m: int, k: int | None, repeats: int) -> str:
                         np.abs(plan.sum(1) - a).sum(), int((plan > 0).sum(0).max())))
     (s_o, gap_o, row_o, nnz_o), (s_p, gap_p, row_p, nnz_p) = quality
     label = "∞" if k is None else str(k)
-    return (f"| {m} | {label} | {t_pot:.3f} | {t_ours:.3f} | {t_pot / t_ours:.1f} | {nit_pot} | "
+    return (f"| {m} | {label} | {t_pot:.3f} | {t_ours:.3f} | {t_pot / t_ours:.1f} | "
+            f"{t_scipy:.3f} | {nit_pot} | "
             f"{res.n_iter} | {ev_pot} | {ev_ours} | {s_p:.9f} | {s_o:.9f} | "
             f"{(s_o - s_p) / abs(s_p):+.1e} | {gap_p:.2e} | {gap_o:.2e} | {row_p:.1e} | "
             f"{row_o:.1e} | {nnz_p} | {nnz_o} |")
@@ -196,21 +200,23 @@ def batched(m: int, k: int, count: int, repeats: int) -> str:
     b = torch.tensor(np.stack([p[1] for p in problems]))
     C = torch.tensor(np.stack([p[2] for p in problems]))
 
-    def ours() -> Any:
-        return sparsity_constrained_ot(a, b, C, k, GAMMA, tol=TOL, max_iter=MAX_ITER, log=True)
+    def ours(solver: str = "auto") -> Any:
+        return sparsity_constrained_ot(a, b, C, k, GAMMA, tol=TOL, max_iter=MAX_ITER, log=True,
+                                       solver=solver)
 
     def pot() -> Any:
         return [pot_solve(*p, k) for p in problems]
 
-    t_ours, (_, res), t_pot, outs = side_by_side(ours, pot, repeats)
-    ev_ours, ev_pot = evaluations(ours), evaluations(pot)
+    (t_ours, (_, res)), (t_scipy, _), (t_pot, outs) = side_by_side(
+        [ours, lambda: ours("scipy"), pot], repeats)
+    ev_ours, ev_pot = res.n_evaluations, evaluations(pot)
     s_o = np.array([semi_dual_value(*p, k, res.alpha[i].numpy())
                     for i, p in enumerate(problems)])
     s_p = np.array([semi_dual_value(*p, k, out[1])
                     for p, out in zip(problems, outs, strict=True)])
     worst = float(((s_o - s_p) / np.abs(s_p)).min())
     return (f"| {count}×{m} batched | {k} | {t_pot:.3f} | {t_ours:.3f} | {t_pot / t_ours:.1f} | "
-            f"{max(o[2] for o in outs)} | {res.n_iter} | {ev_pot} | {ev_ours} | "
+            f"{t_scipy:.3f} | {max(o[2] for o in outs)} | {res.n_iter} | {ev_pot} | {ev_ours} | "
             f"{s_p.mean():.9f} | {s_o.mean():.9f} | {worst:+.1e} (worst) | | | | | | |")
 
 
@@ -228,11 +234,20 @@ def main(argv: list[str]) -> None:
     print(f"POT {ot.__version__}, {machine_line()}; "
           f"γ = {GAMMA}, tol = {TOL}, "
           f"max_iter = {MAX_ITER}\n")
-    print("| m = n | k | POT s | regzoo s | POT / regzoo | POT it | regzoo it | POT evals "
+    try:
+        import numba
+
+        compiled = (f"numba {numba.__version__}: the default solver is \"numba\" (L-BFGS-B's "
+                    "iteration compiled with the top-k loop) for k ≤ 16 < m, else \"scipy\"")
+    except ImportError:
+        compiled = "no numba: the default solver is \"scipy\" (screened NumPy evaluation)"
+    print(f"regzoo: {compiled}\n")
+    print("| m = n | k | POT s | regzoo s | POT / regzoo | regzoo scipy s | POT it | regzoo it "
+          "| POT evals "
           "| regzoo evals | S(α) POT | S(α) regzoo | S rel. diff (regzoo − POT) | gap POT "
           "| gap regzoo | row err POT | row err regzoo | max nnz POT | max nnz regzoo |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:"
-          "|---:|")
+          "|---:|---:|")
     if args.quick:
         cases = [(100, 2, 1), (100, 10, 1), (500, 10, 1)]
     else:
@@ -240,15 +255,9 @@ def main(argv: list[str]) -> None:
         cases += [(500, k, 3) for k in (2, 5, 10, None)]
         if args.large:
             cases.append((2000, 10, 1))
-    try:
-        import numba
-
-        compiled = f"numba {numba.__version__} (compiled top-k loop for k ≤ 16)"
-    except ImportError:
-        compiled = "no numba (screened NumPy evaluation)"
-    print(f"regzoo evaluation: {compiled}\n")
     # Compiles (first run) or loads the optional numba loops outside the timings.
     sparsity_constrained_ot(*problem(40, 0), 2, GAMMA)
+    sparsity_constrained_ot(*problem(40, 0), 2, GAMMA, solver="scipy")
     with threadpool_limits(1):
         for m, k, repeats in cases:
             print(compare(m, k, repeats), flush=True)

@@ -1,6 +1,7 @@
 """Sparsity-constrained OT: projection, conjugates, (semi-)dual solver, value gradient, router."""
 
 import contextlib
+import importlib.util
 import io
 import itertools
 import sys
@@ -28,8 +29,15 @@ from regzoo.methods.sparse_ot.compiled import (
     _semi_dual_terms,
     _top_k_loop,
 )
+from regzoo.methods.sparse_ot.numba_solver import (
+    _PLAIN,
+    _compiled_lbfgs,
+    _line_search,
+    _run,
+)
 from regzoo.methods.sparse_ot.objectives import _Problem
 from regzoo.methods.sparse_ot.screening import _Screen, _top_k_index
+from regzoo.methods.sparse_ot.solver import _choose_solver
 from regzoo.registry import card
 
 
@@ -158,7 +166,9 @@ def test_weak_duality_dual_value_below_any_feasible_k_sparse_primal():
 # ------------------------------------------------------------------------- the solver
 
 
-SOLVERS = ["scipy", "torch"]
+SOLVERS = ["scipy", "torch",
+           pytest.param("numba", marks=pytest.mark.skipif(
+               importlib.util.find_spec("numba") is None, reason="numba is not installed"))]
 
 
 @pytest.mark.parametrize("solver", SOLVERS)
@@ -411,10 +421,12 @@ def numba_unimportable() -> Iterator[None]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setitem(sys.modules, "numba", None)
         _compiled_loops.cache_clear()
+        _compiled_lbfgs.cache_clear()
         try:
             yield
         finally:
             _compiled_loops.cache_clear()
+            _compiled_lbfgs.cache_clear()
 
 
 def _random_walk(size, seed, steps=120):
@@ -525,10 +537,11 @@ def test_compiled_evaluation_equals_the_full_one_along_a_random_walk(k, formulat
 def test_compiled_solve_equals_the_numpy_solve(formulation, k):
     pytest.importorskip("numba")
     a, b, C = clouds(120, 100, 18)
-    T, res = sparsity_constrained_ot(a, b, C, k, 1.0, formulation=formulation, log=True)
+    T, res = sparsity_constrained_ot(a, b, C, k, 1.0, formulation=formulation, log=True,
+                                     solver="scipy")
     with numba_unimportable():
         T_np, res_np = sparsity_constrained_ot(a, b, C, k, 1.0, formulation=formulation,
-                                               log=True)
+                                               log=True, solver="scipy")
     assert res.n_iter == res_np.n_iter
     np.testing.assert_allclose(T, T_np, rtol=0, atol=1e-11)
     np.testing.assert_allclose(res.alpha, res_np.alpha, rtol=0, atol=1e-10)
@@ -577,3 +590,147 @@ def test_scipy_objective_is_the_semi_dual_value_in_float64():
                        torch.tensor(C).T.contiguous()[None], 3, 1.0)
     exact = float(problem.semi_dual(torch.tensor(res.alpha)[None]).value[0])
     assert res.objective == pytest.approx(exact, rel=1e-14, abs=0)
+
+
+# ------------------------------------------------------------------ the numba solver
+
+
+def scipy_and_numba(formulation, k, seed):
+    pytest.importorskip("numba")
+    a, b, C = clouds(120, 100, seed)
+    return [sparsity_constrained_ot(a, b, C, k, 1.0, formulation=formulation, log=True,
+                                    solver=solver) for solver in ("scipy", "numba")]
+
+
+@pytest.mark.parametrize(("formulation", "k", "seed"),
+                         [("semi_dual", 3, 18), ("dual", 5, 18), ("semi_dual", 5, 3),
+                          ("semi_dual", 2, 2), ("semi_dual", 4, 4)])
+def test_numba_solver_follows_the_scipy_solvers_iterates(formulation, k, seed):
+    # Measured: the same iteration count, potentials equal to ≤ 2e-11.
+    (T_s, res_s), (T_n, res_n) = scipy_and_numba(formulation, k, seed)
+    assert res_n.n_iter == res_s.n_iter and res_n.converged == res_s.converged
+    assert res_n.objective == pytest.approx(res_s.objective, rel=1e-11, abs=0)
+    np.testing.assert_allclose(res_n.alpha, res_s.alpha, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(T_n, T_s, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize(("k", "seed"), [(2, 0), (1, 1)])
+def test_on_the_kinks_rounding_parts_the_two_solvers_only_near_the_optimum(k, seed):
+    # At small k a rounding difference can send a step to another side of a kink: measured
+    # −1.1e-7 and +9.4e-6 relative apart at the end (313 vs 313, 438 vs 443 iterations).
+    (_, res_s), (_, res_n) = scipy_and_numba("semi_dual", k, seed)
+    assert res_n.objective == pytest.approx(res_s.objective, rel=5e-5, abs=0)
+    assert abs(res_n.n_iter - res_s.n_iter) <= 0.1 * res_s.n_iter
+
+
+@pytest.mark.parametrize("formulation", ["semi_dual", "dual"])
+def test_plain_python_lbfgs_equals_the_compiled_one(formulation):
+    compiled = _compiled_lbfgs() if has_numba() else None
+    if compiled is None:
+        pytest.skip("numba is not installed")
+    a, _, C = clouds(30, 20, 23)
+    b = np.random.default_rng(23).uniform(0.5, 1.5, size=20)
+    b /= b.sum()
+    Ct, semi = np.ascontiguousarray(C.T), formulation == "semi_dual"
+    size = 30 if semi else 50
+    outs = []
+    for solver, loops in ((_PLAIN, plain_or_compiled_loops(False)),
+                          (compiled, plain_or_compiled_loops(True))):
+        x, trace = np.zeros(size), np.zeros(200)
+        value, n_iter, n_eval, success = _run(solver, loops, a, b, Ct, 3, 0.8, semi, x, 200,
+                                              1e-9, trace)
+        outs.append((x, value, n_iter, n_eval, success, trace[:n_iter]))
+    (x_p, v_p, it_p, ev_p, ok_p, tr_p), (x_c, v_c, it_c, ev_c, ok_c, tr_c) = outs
+    assert (it_p, ev_p, ok_p) == (it_c, ev_c, ok_c) and it_p > 10
+    np.testing.assert_allclose(x_p, x_c, rtol=0, atol=1e-12)
+    assert v_p == pytest.approx(v_c, rel=1e-14)
+    np.testing.assert_allclose(tr_p, tr_c, rtol=1e-13)
+
+
+class _Quadratic:
+    """S(x) = −½ xᵀAx + cᵀx in the evaluation loops' signatures (no top k to take)."""
+
+    def __init__(self, size: int, seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        Q = rng.normal(size=(size, size))
+        self.A = Q @ Q.T / size + np.diag(rng.uniform(0.1, 3.0, size))
+        self.c = rng.normal(size=size)
+
+    def top_k(self, alpha, shift, Ct, values, index, warm):
+        return None
+
+    def terms(self, x, a, b, gamma, values, index, grad):
+        Ax = self.A @ x
+        grad[:] = self.c - Ax
+        return float(self.c @ x - 0.5 * x @ Ax)
+
+
+def test_plain_lbfgs_reaches_the_closed_form_maximiser_of_a_quadratic_ascending():
+    quadratic = _Quadratic(12, 24)
+    x, trace = np.zeros(12), np.zeros(500)
+    loops = _Loops(quadratic.top_k, quadratic.terms, quadratic.terms)
+    empty = np.zeros((0, 12))
+    value, n_iter, n_eval, success = _run(_PLAIN, loops, np.zeros(12), np.zeros(0), empty, 1,
+                                          1.0, True, x, 500, 1e-12, trace)
+    optimum = np.linalg.solve(quadratic.A, quadratic.c)
+    # It stops on the relative decrease 1e-12, when S is within ~1e-14 of its maximum.
+    assert value == pytest.approx(0.5 * quadratic.c @ optimum, rel=1e-12)
+    np.testing.assert_allclose(x, optimum, rtol=0, atol=1e-6)
+    assert success and n_eval >= n_iter > 0
+    assert (np.diff(trace[:n_iter]) >= 0).all()  # every accepted step decreases f = −S
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_line_search_returns_a_step_meeting_the_strong_wolfe_conditions(seed):
+    quadratic = _Quadratic(8, seed)
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=8) * 3
+    grad = np.empty(8)
+    f0 = -quadratic.terms(x, None, None, 1.0, None, None, grad)
+    g0 = -grad.copy()
+    empty = np.zeros((0, 8))
+    for direction, step in ((-g0, 1.0), (-g0, 1e-4), (-50 * g0, 1.0)):  # too long, too short
+        trial = np.empty(8)
+        f, evals, found = _line_search(quadratic.top_k, quadratic.terms, _PLAIN.more_thuente_step,
+                                       np.zeros(8), np.zeros(0), empty, 1.0, True, np.zeros(0),
+                                       x, direction, f0, g0, step, trial, None, None, grad)
+        t = float((trial - x) @ direction / (direction @ direction))
+        slope0 = g0 @ direction
+        assert found and 1 <= evals <= 20
+        assert f == pytest.approx(-quadratic.terms(trial, None, None, 1.0, None, None,
+                                                   np.empty(8)), rel=1e-14)
+        assert f <= f0 + 1e-3 * t * slope0
+        assert abs(-grad @ direction) <= 0.9 * abs(slope0)
+    f, evals, found = _line_search(quadratic.top_k, quadratic.terms, _PLAIN.more_thuente_step,
+                                   np.zeros(8), np.zeros(0), empty, 1.0, True, np.zeros(0), x,
+                                   g0, f0, g0, 1.0, np.empty(8), None, None, grad)
+    assert not found and evals == 0 and f == f0  # an ascent direction is refused at once
+
+
+def test_auto_solver_is_numba_where_its_loops_apply_else_scipy():
+    a, b, C = clouds(30, 20, 25)
+
+    def chosen(k):
+        problem = _Problem(torch.tensor(a)[None], torch.tensor(b)[None],
+                           torch.tensor(C).T.contiguous()[None], min(k, 30), 1.0)
+        return _choose_solver("auto", problem)
+
+    assert chosen(16) == ("numba" if has_numba() else "scipy")
+    assert chosen(17) == chosen(30) == "scipy"
+    with numba_unimportable():
+        assert chosen(3) == "scipy"
+
+
+def test_numba_solver_refuses_what_it_cannot_serve_and_names_the_fix():
+    a, b, C = clouds(30, 20, 26)
+    with pytest.raises(ValueError, match=r"solver='numba' needs k ≤ 16 and k < m \(got k=17"):
+        sparsity_constrained_ot(a, b, C, 17, 1.0, solver="numba")
+    with numba_unimportable(), pytest.raises(ImportError, match=r"regzoo\[fast\]"):
+        sparsity_constrained_ot(a, b, C, 3, 1.0, solver="numba")
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_every_solver_reports_its_evaluations(solver):
+    a, b, C = clouds(40, 30, 27)
+    _, res = sparsity_constrained_ot(a, b, C, 3, 1.0, solver=solver, log=True)
+    assert res.n_evaluations >= res.n_iter > 0

@@ -22,6 +22,7 @@ class _LBFGSOutcome(NamedTuple):
     evaluation: _Evaluation
     n_iter: torch.Tensor  # (B,) iterations per problem
     converged: torch.Tensor  # (B,) stopping rule met (not max_iter, not a failed line search)
+    n_eval: torch.Tensor  # (B,) objective evaluations per problem (its own trial points)
     history: tuple[dict[str, float], ...]
 
 
@@ -48,6 +49,7 @@ def _lbfgs_maximise(objective: Any, x0: torch.Tensor, max_iter: int, tol: float,
     active = g.abs().amax(-1) > tol
     converged = ~active
     n_iter = torch.zeros(B, dtype=torch.long, device=x.device)
+    n_eval = torch.ones(B, dtype=torch.long, device=x.device)
     history: list[dict[str, float]] = []
     for it in range(max_iter):
         if not bool(active.any()):
@@ -69,6 +71,7 @@ def _lbfgs_maximise(objective: Any, x0: torch.Tensor, max_iter: int, tol: float,
         for _ in range(_MAX_BACKTRACK):
             trial = x + step[:, None] * direction
             ev_try = objective(trial)
+            n_eval += pending.long()
             f_try = -ev_try.value
             ok = pending & (f_try <= f + _ARMIJO * step * slope)
             x_new = torch.where(ok[:, None], trial, x_new)
@@ -102,7 +105,7 @@ def _lbfgs_maximise(objective: Any, x0: torch.Tensor, max_iter: int, tol: float,
         if record:
             history.append({"objective": float(-f.sum()), "grad_inf": float(g.abs().amax()),
                             "active": float(active.sum())})
-    return _LBFGSOutcome(x, ev, n_iter, converged, tuple(history))
+    return _LBFGSOutcome(x, ev, n_iter, converged, n_eval, tuple(history))
 
 
 def _inverse_hessian_times(g: torch.Tensor, S: torch.Tensor, Y: torch.Tensor,

@@ -1,8 +1,8 @@
 """The scipy solver: POT's L-BFGS-B on float64 NumPy evaluations, one problem at a time.
 
-The ``solver="scipy"`` path (the default on CPU), with restarts while a restart still gains.
-Each evaluation is exact and comes from the compiled loops when numba is installed
-(:mod:`~regzoo.methods.sparse_ot.compiled`), else from the screened NumPy evaluation
+The ``solver="scipy"`` path (the CPU default without numba or for k > 16), with restarts while a
+restart still gains. Each evaluation is exact and comes from the compiled loops when numba is
+installed (:mod:`~regzoo.methods.sparse_ot.compiled`), else from the screened NumPy evaluation
 (:mod:`~regzoo.methods.sparse_ot.screening`); both give the plain evaluation's iterates.
 """
 
@@ -32,15 +32,17 @@ def _scipy_maximise(problem: _Problem, i: int, formulation: str, size: int, max_
     """
     from scipy.optimize import minimize
 
-    a = problem.a[i].detach().cpu().double().numpy()
-    b = problem.b[i].detach().cpu().double().numpy()
-    Ct = np.ascontiguousarray(problem.Ct[i].detach().cpu().double().numpy())
+    a, b, Ct = _numpy_problem(problem, i)
     k, semi = problem.k, formulation == "semi_dual"
     screen = _Screen(a, b, Ct, k, problem.gamma, semi)
     compiled = _compiled_evaluation(a, b, Ct, k, problem.gamma, semi)
     evaluate = screen.value_and_grad if compiled is None else compiled.value_and_grad
 
+    n_eval = 0
+
     def negative(x: np.ndarray) -> tuple[float, np.ndarray]:
+        nonlocal n_eval
+        n_eval += 1
         value, grad = evaluate(x)
         return -value, -grad
 
@@ -62,10 +64,28 @@ def _scipy_maximise(problem: _Problem, i: int, formulation: str, size: int, max_
         x, best, success = res.x, max(best, -res.fun), bool(res.success)
         if np.abs(res.jac).max() <= tol or gained <= tol * max(abs(best), 1.0):
             break
+    return _outcome_at(a, b, Ct, k, problem.gamma, semi, x, n_iter, success, n_eval,
+                       tuple(history), screen)
+
+
+def _numpy_problem(problem: _Problem, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Problem ``i`` as float64 NumPy arrays: a, b and Cᵀ (C-contiguous)."""
+    a = problem.a[i].detach().cpu().double().numpy()
+    b = problem.b[i].detach().cpu().double().numpy()
+    Ct = np.ascontiguousarray(problem.Ct[i].detach().cpu().double().numpy())
+    return a, b, Ct
+
+
+def _outcome_at(a: np.ndarray, b: np.ndarray, Ct: np.ndarray, k: int, gamma: float, semi: bool,
+                x: np.ndarray, n_iter: int, success: bool, n_eval: int,
+                history: tuple[dict[str, float], ...], screen: _Screen | None = None
+                ) -> _LBFGSOutcome:
+    """The outcome of one NumPy solve: the plan's sparse columns from one full evaluation at x."""
+    screen = _Screen(a, b, Ct, k, gamma, semi) if screen is None else screen
     value, grad, weights, index = screen.full(x)
     # float64 as the solve: a value rounded to float32 would be off by ~1e-8 relative.
     ev = _Evaluation(torch.tensor([value], dtype=torch.float64), torch.from_numpy(grad)[None],
                      torch.from_numpy(np.ascontiguousarray(weights))[None],
                      torch.from_numpy(np.ascontiguousarray(index, dtype=np.int64))[None])
     return _LBFGSOutcome(torch.from_numpy(x)[None], ev, torch.tensor([n_iter]),
-                         torch.tensor([success]), tuple(history))
+                         torch.tensor([success]), torch.tensor([n_eval]), history)

@@ -2,7 +2,8 @@
 
 Validation of every argument at the boundary, the result record :class:`SparseOTResult`, and the
 dispatch of a batch to the torch L-BFGS (:mod:`~regzoo.methods.sparse_ot.lbfgs`, all problems at
-once) or to scipy's (:mod:`~regzoo.methods.sparse_ot.scipy_solver`, one after another). The
+once), to the compiled one (:mod:`~regzoo.methods.sparse_ot.numba_solver`) or to scipy's
+(:mod:`~regzoo.methods.sparse_ot.scipy_solver`), one problem after another. The
 method, its equations and defaults are in the package docstring (:mod:`regzoo.methods.sparse_ot`).
 """
 
@@ -16,13 +17,20 @@ import torch
 
 from regzoo.core.arrays import ArrayKind, SolverResult, as_tensor, restore
 from regzoo.core.checks import check_choice, check_positive_int, check_range
+from regzoo.methods.sparse_ot.compiled import _compiled_loops
 from regzoo.methods.sparse_ot.lbfgs import _lbfgs_maximise, _LBFGSOutcome
+from regzoo.methods.sparse_ot.numba_solver import (
+    NUMBA_HINT,
+    _compiled_lbfgs,
+    _numba_maximise,
+    numba_applies,
+)
 from regzoo.methods.sparse_ot.objectives import _dense_plan, _Evaluation, _Problem
 from regzoo.methods.sparse_ot.scipy_solver import _scipy_maximise
 from regzoo.registry import Default, register
 
 FORMULATIONS = ("semi_dual", "dual")
-SOLVERS = ("auto", "scipy", "torch")
+SOLVERS = ("auto", "numba", "scipy", "torch")
 
 DEFAULTS = (
     Default("gamma", 1.0, "POT SparsityConstrained default (ot/smooth.py l. 230) and its "
@@ -39,10 +47,11 @@ class SparseOTResult(SolverResult):
 
     ``solution`` is the plan T; ``objective`` the optimal (semi-)dual value (summed over the
     batch for batched input, per problem in ``objectives``); ``n_iter`` the largest iteration
-    count in the batch. Per-problem extras are floats for one problem and arrays (caller's type)
-    for a batch: ``row_error`` = ‖T1 − a‖₁, ``col_error`` = ‖Tᵀ1 − b‖₁ (0 up to rounding for the
-    semi-dual), ``transport_cost`` = ⟨T, C⟩, ``max_nnz_per_column``; ``alpha`` (and ``beta`` for
-    the dual) the optimal potentials.
+    count in the batch, ``n_evaluations`` the objective evaluations summed over it. Per-problem
+    extras are floats for one problem and arrays (caller's type) for a batch: ``row_error`` =
+    ‖T1 − a‖₁, ``col_error`` = ‖Tᵀ1 − b‖₁ (0 up to rounding for the semi-dual),
+    ``transport_cost`` = ⟨T, C⟩, ``max_nnz_per_column``; ``alpha`` (and ``beta`` for the dual)
+    the optimal potentials.
     """
 
     alpha: Any = None
@@ -53,6 +62,7 @@ class SparseOTResult(SolverResult):
     transport_cost: Any = None
     max_nnz_per_column: Any = None
     n_iter_per_problem: Any = None
+    n_evaluations: int = 0
     formulation: str = "semi_dual"
     k: int = 1
     gamma: float = 1.0
@@ -93,24 +103,42 @@ def _validate(a: Any, b: Any, M: Any, k: int | None, gamma: float, formulation: 
     return _Problem(a_t, b_t, M_t.transpose(1, 2).contiguous(), min(k, m), gamma), kind, batched
 
 
+def _choose_solver(solver: str, problem: _Problem) -> str:
+    """The solver ``"auto"`` stands for, and a clear error where ``"numba"`` cannot run."""
+    check_choice("solver", solver, SOLVERS)
+    m = problem.Ct.shape[-1]
+    if solver == "numba":
+        if not numba_applies(problem.k, m):
+            raise ValueError(f"solver='numba' needs k ≤ 16 and k < m (got k={problem.k}, "
+                             f"m={m}): pass solver='scipy' or 'auto'")
+        if _compiled_lbfgs() is None:
+            raise ImportError(f"solver='numba' needs numba: {NUMBA_HINT}")
+    if solver != "auto":
+        return solver
+    if problem.Ct.device.type != "cpu":
+        return "torch"
+    if numba_applies(problem.k, m) and _compiled_loops() is not None:
+        return "numba"
+    return "scipy"
+
+
 def _solve(problem: _Problem, formulation: str, max_iter: int, tol: float, record: bool,
            solver: str) -> _LBFGSOutcome:
     """Maximise the (semi-)dual of every problem of the batch with the chosen L-BFGS."""
     B, n, m = problem.Ct.shape
     size = m if formulation == "semi_dual" else m + n
-    if solver == "auto":
-        solver = "scipy" if problem.Ct.device.type == "cpu" else "torch"
     if solver == "torch":
         objective = problem.semi_dual if formulation == "semi_dual" else problem.dual
         return _lbfgs_maximise(objective, problem.Ct.new_zeros(B, size), max_iter, tol, record)
-    outs = [_scipy_maximise(problem, i, formulation, size, max_iter, tol, record)
-            for i in range(B)]
+    maximise = _numba_maximise if solver == "numba" else _scipy_maximise
+    outs = [maximise(problem, i, formulation, size, max_iter, tol, record) for i in range(B)]
     ev = _Evaluation(*(torch.cat(parts).to(problem.Ct) if parts[0].is_floating_point()
                        else torch.cat(parts).to(problem.Ct.device)
                        for parts in zip(*(o.evaluation for o in outs), strict=True)))
     return _LBFGSOutcome(torch.cat([o.x for o in outs]).to(problem.Ct), ev,
                          torch.cat([o.n_iter for o in outs]),
                          torch.cat([o.converged for o in outs]),
+                         torch.cat([o.n_eval for o in outs]),
                          tuple(h for o in outs for h in o.history))
 
 
@@ -148,16 +176,18 @@ def sparsity_constrained_ot(a: Any, b: Any, M: Any, k: int | None, gamma: float 
         tol: stopping tolerance, scipy's ``tol`` as in POT's ``stopThr``.
         log: also return a :class:`SparseOTResult`.
         device: where to compute (default M's device).
-        solver: ``"scipy"`` (scipy's L-BFGS-B, POT's solver, float64 NumPy evaluations, one
-            problem after another), ``"torch"`` (batched L-BFGS in torch on M's device and
-            dtype) or ``"auto"`` (scipy on CPU, where its per-iteration overhead is far below
-            torch's for these small vectors; torch on CUDA).
+        solver: ``"numba"`` (L-BFGS compiled with the evaluation, float64, one problem after
+            another; needs numba, the extra ``fast``, and k ≤ 16 < m), ``"scipy"`` (scipy's
+            L-BFGS-B, POT's solver, float64 NumPy evaluations, one problem after another),
+            ``"torch"`` (batched L-BFGS in torch on M's device and dtype) or ``"auto"``
+            (on CPU numba where it applies, else scipy: their per-iteration overhead is far
+            below torch's for these small vectors; torch on CUDA).
 
     Returns:
         The plan T (m, n) or (B, m, n) in M's array type; with ``log=True``, ``(T, result)``.
     """
     problem, kind, batched = _validate(a, b, M, k, gamma, formulation, max_iter, tol, device)
-    check_choice("solver", solver, SOLVERS)
+    solver = _choose_solver(solver, problem)
     out = _solve(problem, formulation, max_iter, tol, log, solver)
     m = problem.a.shape[-1]
     plan = _dense_plan(out.evaluation.weights, out.evaluation.index, m)
@@ -192,6 +222,7 @@ def sparsity_constrained_ot(a: Any, b: Any, M: Any, k: int | None, gamma: float 
         transport_cost=per_problem(cost),
         max_nnz_per_column=restore(nnz, kind) if batched else int(nnz[0]),
         n_iter_per_problem=restore(out.n_iter, kind) if batched else int(out.n_iter[0]),
+        n_evaluations=int(out.n_eval.sum()),
         formulation=formulation,
         k=problem.k,
         gamma=problem.gamma,
@@ -212,7 +243,7 @@ def sparsity_constrained_ot2(a: Any, b: Any, M: Any, k: int | None, gamma: float
     are those of :func:`sparsity_constrained_ot`.
     """
     problem, kind, batched = _validate(a, b, M, k, gamma, formulation, max_iter, tol, None)
-    check_choice("solver", solver, SOLVERS)
+    solver = _choose_solver(solver, problem)
     out = _solve(problem, formulation, max_iter, tol, False, solver)
     dtype, dev = problem.Ct.dtype, problem.Ct.device
 
