@@ -16,6 +16,7 @@ from regzoo.methods.sparse_ot import (
     SparseMoE,
     SparseOTRouter,
     delta_omega,
+    numba_solver,
     projection_sparse_simplex,
     sparsity_constrained_ot,
     sparsity_constrained_ot2,
@@ -29,12 +30,7 @@ from regzoo.methods.sparse_ot.compiled import (
     _semi_dual_terms,
     _top_k_loop,
 )
-from regzoo.methods.sparse_ot.numba_solver import (
-    _PLAIN,
-    _compiled_lbfgs,
-    _line_search,
-    _run,
-)
+from regzoo.methods.sparse_ot.numba_solver import _compiled_lbfgs, _lbfgs_loop, _line_search, _run
 from regzoo.methods.sparse_ot.objectives import _Problem
 from regzoo.methods.sparse_ot.screening import _Screen, _top_k_index
 from regzoo.methods.sparse_ot.solver import _choose_solver
@@ -634,11 +630,9 @@ def test_plain_python_lbfgs_equals_the_compiled_one(formulation):
     Ct, semi = np.ascontiguousarray(C.T), formulation == "semi_dual"
     size = 30 if semi else 50
     outs = []
-    for solver, loops in ((_PLAIN, plain_or_compiled_loops(False)),
-                          (compiled, plain_or_compiled_loops(True))):
+    for solve in (_lbfgs_loop, compiled):
         x, trace = np.zeros(size), np.zeros(200)
-        value, n_iter, n_eval, success = _run(solver, loops, a, b, Ct, 3, 0.8, semi, x, 200,
-                                              1e-9, trace)
+        value, n_iter, n_eval, success = _run(solve, a, b, Ct, 3, 0.8, semi, x, 200, 1e-9, trace)
         outs.append((x, value, n_iter, n_eval, success, trace[:n_iter]))
     (x_p, v_p, it_p, ev_p, ok_p, tr_p), (x_c, v_c, it_c, ev_c, ok_c, tr_c) = outs
     assert (it_p, ev_p, ok_p) == (it_c, ev_c, ok_c) and it_p > 10
@@ -648,62 +642,62 @@ def test_plain_python_lbfgs_equals_the_compiled_one(formulation):
 
 
 class _Quadratic:
-    """S(x) = −½ xᵀAx + cᵀx in the evaluation loops' signatures (no top k to take)."""
+    """f(x) = ½ xᵀAx − cᵀx (= −S) as the solver's ``_evaluate`` gives it, counted."""
 
     def __init__(self, size: int, seed: int) -> None:
         rng = np.random.default_rng(seed)
         Q = rng.normal(size=(size, size))
         self.A = Q @ Q.T / size + np.diag(rng.uniform(0.1, 3.0, size))
         self.c = rng.normal(size=size)
+        self.calls = 0
 
-    def top_k(self, alpha, shift, Ct, values, index, warm):
-        return None
-
-    def terms(self, x, a, b, gamma, values, index, grad):
-        Ax = self.A @ x
-        grad[:] = self.c - Ax
-        return float(self.c @ x - 0.5 * x @ Ax)
+    def evaluate(self, point, warm, a, b, Ct, gamma, semi, no_shift, values, index, grad):
+        self.calls += 1
+        Ax = self.A @ point
+        grad[:] = self.c - Ax  # ∇S
+        return float(0.5 * point @ Ax - self.c @ point)
 
 
-def test_plain_lbfgs_reaches_the_closed_form_maximiser_of_a_quadratic_ascending():
+def test_plain_lbfgs_reaches_the_closed_form_maximiser_of_a_quadratic_ascending(monkeypatch):
     quadratic = _Quadratic(12, 24)
+    monkeypatch.setattr(numba_solver, "_evaluate", quadratic.evaluate)
     x, trace = np.zeros(12), np.zeros(500)
-    loops = _Loops(quadratic.top_k, quadratic.terms, quadratic.terms)
-    empty = np.zeros((0, 12))
-    value, n_iter, n_eval, success = _run(_PLAIN, loops, np.zeros(12), np.zeros(0), empty, 1,
-                                          1.0, True, x, 500, 1e-12, trace)
+    value, n_iter, n_eval, success = _run(_lbfgs_loop, np.zeros(12), np.zeros(0),
+                                          np.zeros((0, 12)), 1, 1.0, True, x, 500, 1e-12, trace)
     optimum = np.linalg.solve(quadratic.A, quadratic.c)
     # It stops on the relative decrease 1e-12, when S is within ~1e-14 of its maximum.
     assert value == pytest.approx(0.5 * quadratic.c @ optimum, rel=1e-12)
     np.testing.assert_allclose(x, optimum, rtol=0, atol=1e-6)
-    assert success and n_eval >= n_iter > 0
+    assert success and n_eval == quadratic.calls and n_eval >= n_iter > 0
     assert (np.diff(trace[:n_iter]) >= 0).all()  # every accepted step decreases f = −S
 
 
 @pytest.mark.parametrize("seed", range(3))
-def test_line_search_returns_a_step_meeting_the_strong_wolfe_conditions(seed):
+def test_line_search_returns_a_step_meeting_the_strong_wolfe_conditions(seed, monkeypatch):
     quadratic = _Quadratic(8, seed)
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=8) * 3
+    monkeypatch.setattr(numba_solver, "_evaluate", quadratic.evaluate)
+    x = np.random.default_rng(seed).normal(size=8) * 3
     grad = np.empty(8)
-    f0 = -quadratic.terms(x, None, None, 1.0, None, None, grad)
+    f0 = quadratic.evaluate(x, False, None, None, None, 1.0, True, None, None, None, grad)
     g0 = -grad.copy()
-    empty = np.zeros((0, 8))
-    for direction, step in ((-g0, 1.0), (-g0, 1e-4), (-50 * g0, 1.0)):  # too long, too short
+
+    def search(direction, step):
         trial = np.empty(8)
-        f, evals, found = _line_search(quadratic.top_k, quadratic.terms, _PLAIN.more_thuente_step,
-                                       np.zeros(8), np.zeros(0), empty, 1.0, True, np.zeros(0),
-                                       x, direction, f0, g0, step, trial, None, None, grad)
+        out = _line_search(np.zeros(8), np.zeros(0), np.zeros((0, 8)), 1.0, True, np.zeros(0),
+                           x, direction, f0, g0, step, trial, None, None, grad)
+        return (*out, trial)
+
+    for direction, step in ((-g0, 1.0), (-g0, 1e-4), (-50 * g0, 1.0)):  # too long, too short
+        calls = quadratic.calls
+        f, evals, found, trial = search(direction, step)
         t = float((trial - x) @ direction / (direction @ direction))
         slope0 = g0 @ direction
-        assert found and 1 <= evals <= 20
-        assert f == pytest.approx(-quadratic.terms(trial, None, None, 1.0, None, None,
-                                                   np.empty(8)), rel=1e-14)
+        assert found and 1 <= evals <= 20 and quadratic.calls - calls == evals
+        assert f == pytest.approx(quadratic.evaluate(trial, False, None, None, None, 1.0, True,
+                                                     None, None, None, np.empty(8)), rel=1e-14)
         assert f <= f0 + 1e-3 * t * slope0
         assert abs(-grad @ direction) <= 0.9 * abs(slope0)
-    f, evals, found = _line_search(quadratic.top_k, quadratic.terms, _PLAIN.more_thuente_step,
-                                   np.zeros(8), np.zeros(0), empty, 1.0, True, np.zeros(0), x,
-                                   g0, f0, g0, 1.0, np.empty(8), None, None, grad)
+    f, evals, found, _ = search(g0, 1.0)
     assert not found and evals == 0 and f == f0  # an ascent direction is refused at once
 
 
@@ -734,3 +728,20 @@ def test_every_solver_reports_its_evaluations(solver):
     a, b, C = clouds(40, 30, 27)
     _, res = sparsity_constrained_ot(a, b, C, 3, 1.0, solver=solver, log=True)
     assert res.n_evaluations >= res.n_iter > 0
+
+
+def test_compiled_semi_dual_terms_keep_the_top_entry_at_huge_potentials():
+    # A far L-BFGS-B trial step (α ~ 1e15) once made the first simplex test round to 0 > 0,
+    # leaving ρ = 0 and a ZeroDivisionError; the NumPy evaluation clamps ρ ≥ 1.
+    a, b, C = clouds(30, 20, 0)
+    Ct = np.ascontiguousarray(C.T)
+    x = np.full(30, 8.9e14) + np.arange(30)
+    for compiled in (False, True):
+        loops = plain_or_compiled_loops(compiled)
+        values, index = np.empty((20, 1)), np.empty((20, 1), dtype=np.int64)
+        loops.top_k(x, np.zeros(20), Ct, values, index, False)
+        grad = np.empty(30)
+        value = loops.semi_dual_terms(x, a, b, 1.0, values, index, grad)
+        full_value, full_grad, _, _ = _Screen(a, b, Ct, 1, 1.0, True).full(x)
+        assert value == pytest.approx(full_value, rel=1e-12)
+        np.testing.assert_allclose(grad, full_grad, rtol=0, atol=1e-12)

@@ -135,7 +135,9 @@ def _semi_dual_terms(alpha: np.ndarray, a: np.ndarray, b: np.ndarray, gamma: flo
         if b[j] <= 0:
             continue
         scale = gamma * b[j]
-        cumulative, rho, kept = 0.0, 0, 0.0
+        # ρ ≥ 1 as in the NumPy twin: at |u| ~ 1e16 (far L-BFGS-B trial steps) the first
+        # test, u₁ − (u₁ − 1) > 0, rounds to 0 > 0.
+        cumulative, rho, kept = 0.0, 1, values[j, 0] / scale
         for r in range(k):
             u = values[j, r] / scale
             cumulative += u

@@ -13,12 +13,18 @@ tested without numba as well.
 from __future__ import annotations
 
 import functools
+import types
 from collections.abc import Callable
-from typing import NamedTuple
 
 import numpy as np
 
-from regzoo.methods.sparse_ot.compiled import _KERNEL_MAX_K, _compiled_loops, _Loops
+from regzoo.methods.sparse_ot.compiled import (
+    _KERNEL_MAX_K,
+    _compiled_loops,
+    _dual_terms,
+    _semi_dual_terms,
+    _top_k_loop,
+)
 from regzoo.methods.sparse_ot.lbfgs import _MEMORY, _LBFGSOutcome
 from regzoo.methods.sparse_ot.objectives import _Problem
 from regzoo.methods.sparse_ot.scipy_solver import _numpy_problem, _outcome_at
@@ -32,58 +38,72 @@ def numba_applies(k: int, m: int) -> bool:
     return k < m and k <= _KERNEL_MAX_K
 
 
-class _SolverLoops(NamedTuple):
-    """The optimiser's loops, compiled or plain: :func:`_lbfgs_loop` and what it calls."""
-
-    more_thuente_step: Callable[..., tuple[float, ...]]
-    line_search: Callable[..., tuple[float, int, bool]]
-    lbfgs: Callable[..., tuple[float, int, int, bool]]
+_Solve = Callable[..., tuple[float, int, int, bool]]
 
 
 @functools.cache
-def _compiled_lbfgs() -> _SolverLoops | None:
-    """The optimiser's loops compiled by numba (cached on disk), or None without numba."""
-    if _compiled_loops() is None:
+def _compiled_lbfgs() -> _Solve | None:
+    """:func:`_lbfgs_loop` compiled by numba (cached on disk), or None without numba.
+
+    Each loop is compiled after the loops it calls, from a copy of it whose globals name their
+    compiled versions: numba compiles a call to a global only when it is compiled itself, and
+    caches on disk only functions that take no functions as arguments.
+    """
+    loops = _compiled_loops()
+    if loops is None:
         return None
     import numba
 
-    return _SolverLoops(*(numba.njit(cache=True)(f) for f in _PLAIN))
+    compiled: dict[str, Callable[..., object]] = {
+        "_top_k_loop": loops.top_k, "_semi_dual_terms": loops.semi_dual_terms,
+        "_dual_terms": loops.dual_terms}
+    for plain in (_more_thuente_step, _evaluate, _line_search, _lbfgs_loop):  # callees first
+        bound = types.FunctionType(plain.__code__, {**plain.__globals__, **compiled},
+                                   plain.__name__)
+        compiled[plain.__name__] = numba.njit(cache=True)(bound)
+    return compiled["_lbfgs_loop"]
 
 
 def _numba_maximise(problem: _Problem, i: int, formulation: str, size: int, max_iter: int,
                     tol: float, record: bool) -> _LBFGSOutcome:
     """Problem ``i`` with the compiled L-BFGS; the plan from one full evaluation at the end."""
-    loops, solver = _compiled_loops(), _compiled_lbfgs()
-    if loops is None or solver is None:
+    solve = _compiled_lbfgs()
+    if solve is None:
         raise ImportError(f"solver='numba' needs numba: {NUMBA_HINT}")
     a, b, Ct = _numpy_problem(problem, i)
     semi = formulation == "semi_dual"
     x = np.zeros(size)
     trace = np.zeros(max_iter)
-    _, n_iter, n_eval, success = _run(solver, loops, a, b, Ct, problem.k, problem.gamma, semi,
-                                      x, max_iter, tol, trace)
+    _, n_iter, n_eval, success = _run(solve, a, b, Ct, problem.k, problem.gamma, semi, x,
+                                      max_iter, tol, trace)
     history = tuple({"objective": float(v)} for v in trace[:n_iter]) if record else ()
     return _outcome_at(a, b, Ct, problem.k, problem.gamma, semi, x, n_iter, success, n_eval,
                        history)
 
 
-def _run(solver: _SolverLoops, loops: _Loops, a: np.ndarray, b: np.ndarray, Ct: np.ndarray,
-         k: int, gamma: float, semi: bool, x: np.ndarray, max_iter: int, tol: float,
-         trace: np.ndarray) -> tuple[float, int, int, bool]:
-    """One solve by ``solver``'s L-BFGS (compiled or plain) with the evaluation's buffers."""
+def _run(solve: _Solve, a: np.ndarray, b: np.ndarray, Ct: np.ndarray, k: int, gamma: float,
+         semi: bool, x: np.ndarray, max_iter: int, tol: float, trace: np.ndarray
+         ) -> tuple[float, int, int, bool]:
+    """One ``solve`` (:func:`_lbfgs_loop`, compiled or plain) with the evaluation's buffers."""
     n = Ct.shape[0]
-    terms = loops.semi_dual_terms if semi else loops.dual_terms
-    return solver.lbfgs(loops.top_k, terms, solver.line_search, solver.more_thuente_step, a, b,
-                        Ct, gamma, semi, x, max_iter, tol, np.empty((n, k)),
-                        np.empty((n, k), dtype=np.int64), trace)
+    return solve(a, b, Ct, gamma, semi, x, max_iter, tol, np.empty((n, k)),
+                 np.empty((n, k), dtype=np.int64), trace)
 
 
-def _lbfgs_loop(top_k: Callable[..., None], terms: Callable[..., float],
-                line_search: Callable[..., tuple[float, int, bool]],
-                more_thuente_step: Callable[..., tuple[float, ...]], a: np.ndarray, b: np.ndarray,
-                Ct: np.ndarray, gamma: float, semi: bool, x: np.ndarray, max_iter: int,
-                tol: float, values: np.ndarray, index: np.ndarray, trace: np.ndarray
-                ) -> tuple[float, int, int, bool]:
+def _evaluate(point: np.ndarray, warm: bool, a: np.ndarray, b: np.ndarray, Ct: np.ndarray,
+              gamma: float, semi: bool, no_shift: np.ndarray, values: np.ndarray,
+              index: np.ndarray, grad: np.ndarray) -> float:
+    """The minimised f = −S (or −D) at ``point`` by the evaluation's loops; ∇S into ``grad``."""
+    m = Ct.shape[1]
+    _top_k_loop(point[:m], no_shift if semi else point[m:], Ct, values, index, warm)
+    if semi:
+        return -_semi_dual_terms(point, a, b, gamma, values, index, grad)
+    return -_dual_terms(point, a, b, gamma, values, index, grad)
+
+
+def _lbfgs_loop(a: np.ndarray, b: np.ndarray, Ct: np.ndarray, gamma: float, semi: bool,
+                x: np.ndarray, max_iter: int, tol: float, values: np.ndarray, index: np.ndarray,
+                trace: np.ndarray) -> tuple[float, int, int, bool]:
     """Maximise S (or D) from ``x`` in place; returns (value, iterations, evaluations, success).
 
     scipy's L-BFGS-B (v3.0) as it runs without bounds, on f = −S; there its search direction is
@@ -91,15 +111,15 @@ def _lbfgs_loop(top_k: Callable[..., None], terms: Callable[..., float],
     :data:`_MEMORY` pairs, scaled by sᵀy/yᵀy of the newest. Each iteration: stop if
     ‖∇f‖_∞ ≤ tol; line search (:func:`_line_search`) from step 1, or 1/‖∇f‖₂ at the first
     iteration; on a failed search go back to x and retry once with an empty memory (an empty
-    memory failing ends the run, unsuccessfully); then stop if ‖∇f‖_∞ ≤ tol or
-    f_old − f ≤ tol·max(|f_old|, |f|, 1), else store the pair unless sᵀy ≤ ε·(−∇f_oldᵀs).
+    memory failing ends the run, unsuccessfully, counted as an iteration); then stop if
+    ‖∇f‖_∞ ≤ tol or f_old − f ≤ tol·max(|f_old|, |f|, 1), else store the pair unless
+    sᵀy ≤ ε·(−∇f_oldᵀs).
     Like the scipy solver, a new run with an empty memory starts where a run stopped while it
     gained more than tol·max(|S|, 1) and the budget lasts. ``trace[t]`` receives S after
-    iteration t. ``top_k``, ``terms``, ``line_search`` and ``more_thuente_step`` are compiled
-    loops (or their plain versions); ``values`` and ``index`` the evaluation's (n, k) buffers.
+    iteration t. ``values`` and ``index`` are the evaluation's (n, k) buffers.
     Plain Python, compiled by :func:`_compiled_lbfgs`.
     """
-    n, m = Ct.shape
+    n = Ct.shape[0]
     d = x.shape[0]
     no_shift = np.zeros(n)
     grad = np.empty(d)
@@ -109,8 +129,7 @@ def _lbfgs_loop(top_k: Callable[..., None], terms: Callable[..., float],
     coef = np.zeros(_MEMORY)
     direction = np.empty(d)
     trial = np.empty(d)
-    top_k(x[:m], no_shift if semi else x[m:], Ct, values, index, False)
-    f = -terms(x, a, b, gamma, values, index, grad)
+    f = _evaluate(x, False, a, b, Ct, gamma, semi, no_shift, values, index, grad)
     g = -grad
     n_iter, n_eval, success, best = 0, 1, False, -np.inf
     while n_iter < max_iter:
@@ -128,12 +147,13 @@ def _lbfgs_loop(top_k: Callable[..., None], terms: Callable[..., float],
                 direction += S[j] * (coef[j] - rho[j] * (Y[j] @ direction))
             direction *= -1.0
             first = 1.0 / np.sqrt(direction @ direction) if n_iter == start else 1.0
-            f_new, evals, found = line_search(top_k, terms, more_thuente_step, a, b, Ct, gamma,
-                                              semi, no_shift, x, direction, f, g, first, trial,
-                                              values, index, grad)
+            f_new, evals, found = _line_search(a, b, Ct, gamma, semi, no_shift, x, direction, f,
+                                               g, first, trial, values, index, grad)
             n_eval += evals
             if not found:
                 if stored == 0:
+                    trace[n_iter] = -f
+                    n_iter += 1
                     break
                 stored, scale = 0, 1.0
                 continue
@@ -162,24 +182,22 @@ def _lbfgs_loop(top_k: Callable[..., None], terms: Callable[..., float],
     return -f, n_iter, n_eval, success
 
 
-def _line_search(top_k: Callable[..., None], terms: Callable[..., float],
-                 more_thuente_step: Callable[..., tuple[float, ...]], a: np.ndarray,
-                 b: np.ndarray, Ct: np.ndarray, gamma: float, semi: bool, no_shift: np.ndarray,
-                 x: np.ndarray, direction: np.ndarray, f0: float, g0: np.ndarray, step: float,
-                 trial: np.ndarray, values: np.ndarray, index: np.ndarray, grad: np.ndarray
-                 ) -> tuple[float, int, bool]:
+def _line_search(a: np.ndarray, b: np.ndarray, Ct: np.ndarray, gamma: float, semi: bool,
+                 no_shift: np.ndarray, x: np.ndarray, direction: np.ndarray, f0: float,
+                 g0: np.ndarray, step: float, trial: np.ndarray, values: np.ndarray,
+                 index: np.ndarray, grad: np.ndarray) -> tuple[float, int, bool]:
     """Moré–Thuente search (ACM TOMS 20, 1994) with L-BFGS-B's constants; (f, evals, found).
 
     Finds t with f(x + t p) ≤ f0 + μ t f'(0) and |f'(t)| ≤ η |f'(0)|, μ = 1e-3, η = 0.9,
     relative interval tolerance 0.1, steps in [0, 1e10], at most :data:`_SEARCH_EVALS`
     evaluations. Stage 1 works on the auxiliary ψ(t) = f(t) − f0 − μ t f'(0) until ψ ≤ 0 and
     f' ≥ 0; each trial step comes from :func:`_more_thuente_step`, bisected when the bracket
-    does not shrink by 2/3 in two trials. On success ``trial`` holds x + t p and ``grad`` ∇S
-    there. Not found: p is not a descent direction, the evaluations ran out, or the interval
-    or step reached its tolerance or bound without the conditions (the search's warnings).
+    does not shrink by 2/3 in two trials. Found: ``trial`` holds x + t p and ``grad`` ∇S there;
+    when the bracket or the step reaches its tolerance or bound first (the search's warnings)
+    the last trial is taken all the same, as L-BFGS-B takes it (it is the best step seen).
+    Not found: p is not a descent direction, or 20 evaluations did not end the search.
     """
     mu, eta, xtol, step_max = 1e-3, 0.9, 0.1, 1e10
-    m = Ct.shape[1]
     slope0 = g0 @ direction
     if slope0 >= 0:
         return f0, 0, False
@@ -191,8 +209,7 @@ def _line_search(top_k: Callable[..., None], terms: Callable[..., float],
     evals = 0
     while evals < _SEARCH_EVALS:
         trial[:] = x + step * direction
-        top_k(trial[:m], no_shift if semi else trial[m:], Ct, values, index, True)
-        f = -terms(trial, a, b, gamma, values, index, grad)
+        f = _evaluate(trial, True, a, b, Ct, gamma, semi, no_shift, values, index, grad)
         slope = -(grad @ direction)
         evals += 1
         f_test = f0 + step * test_slope
@@ -204,17 +221,17 @@ def _line_search(top_k: Callable[..., None], terms: Callable[..., float],
                 or (bracketed and high - low <= xtol * high)
                 or (step == step_max and f <= f_test and slope <= test_slope)
                 or (step == 0.0 and (f > f_test or slope >= test_slope))):
-            return f, evals, False
+            return f, evals, True
         if stage == 1 and f <= fx and f > f_test:
             # Stage 1 steps on ψ = f − μ t f'(0), whose values and slopes are shifted.
-            stx, fx, gx, sty, fy, gy, step, bracketed = more_thuente_step(
+            stx, fx, gx, sty, fy, gy, step, bracketed = _more_thuente_step(
                 stx, fx - stx * test_slope, gx - test_slope, sty, fy - sty * test_slope,
                 gy - test_slope, step, f - step * test_slope, slope - test_slope, bracketed,
                 low, high)
             fx, fy = fx + stx * test_slope, fy + sty * test_slope
             gx, gy = gx + test_slope, gy + test_slope
         else:
-            stx, fx, gx, sty, fy, gy, step, bracketed = more_thuente_step(
+            stx, fx, gx, sty, fy, gy, step, bracketed = _more_thuente_step(
                 stx, fx, gx, sty, fy, gy, step, f, slope, bracketed, low, high)
         if bracketed:
             if abs(sty - stx) >= 0.66 * width_before:
@@ -243,40 +260,42 @@ def _more_thuente_step(stx: float, fx: float, dx: float, sty: float, fy: float, 
     a bound. Returns (stx, fx, dx, sty, fy, dy, next step, bracketed).
     """
     sign = dp * np.sign(dx)
-    # The cubic through (stx, fx, dx) and (stp, fp, dp): its discriminant's root, signed for
-    # the minimiser seen from stp (from stx in the first case, hence the sign flip there).
-    theta = 3.0 * (fx - fp) / (stp - stx) + dx + dp
-    s = max(abs(theta), abs(dx), abs(dp))
-    root = s * np.sqrt(max(0.0, (theta / s) ** 2 - (dx / s) * (dp / s)))
-    root = -root if stp > stx else root
-    secant = stp + (dp / (dp - dx)) * (stx - stp)
-    if fp > fx:
-        r = ((-root - dx) + theta) / (((-root - dx) - root) + dp)
-        cubic = stx + r * (stp - stx)
-        quadratic = stx + (dx / ((fx - fp) / (stp - stx) + dx)) / 2.0 * (stp - stx)
-        if abs(cubic - stx) < abs(quadratic - stx):
-            new = cubic
-        else:
-            new = cubic + (quadratic - cubic) / 2.0
-        bracketed = True
-    elif sign < 0:
-        r = ((root - dp) + theta) / (((root - dp) + root) + dx)
-        cubic = stp + r * (stx - stp)
-        new = cubic if abs(cubic - stp) > abs(secant - stp) else secant
-        bracketed = True
-    elif abs(dp) < abs(dx):
-        r = ((root - dp) + theta) / ((root + (dx - dp)) + root)
-        # The cubic's minimiser when it lies beyond stp, else the bound on that side.
-        cubic = stp + r * (stx - stp) if r < 0 and root != 0 else (high if stp > stx else low)
-        if bracketed:
-            new = cubic if abs(cubic - stp) < abs(secant - stp) else secant
-            if stp > stx:
-                new = min(stp + 0.66 * (sty - stp), new)
+    if fp > fx or sign < 0 or abs(dp) < abs(dx):
+        # The cubic through (stx, fx, dx) and (stp, fp, dp): its discriminant's root, signed
+        # for the minimiser seen from stp (from stx in the first case: the sign flips there).
+        theta = 3.0 * (fx - fp) / (stp - stx) + dx + dp
+        s = max(abs(theta), abs(dx), abs(dp))
+        root = s * np.sqrt(max(0.0, (theta / s) ** 2 - (dx / s) * (dp / s)))
+        root = -root if stp > stx else root
+        if fp > fx:
+            r = ((-root - dx) + theta) / (((-root - dx) - root) + dp)
+            cubic = stx + r * (stp - stx)
+            quadratic = stx + (dx / ((fx - fp) / (stp - stx) + dx)) / 2.0 * (stp - stx)
+            if abs(cubic - stx) < abs(quadratic - stx):
+                new = cubic
             else:
-                new = max(stp + 0.66 * (sty - stp), new)
-        else:
+                new = cubic + (quadratic - cubic) / 2.0
+            bracketed = True
+        elif sign < 0:
+            r = ((root - dp) + theta) / (((root - dp) + root) + dx)
+            cubic = stp + r * (stx - stp)
+            secant = stp + (dp / (dp - dx)) * (stx - stp)
             new = cubic if abs(cubic - stp) > abs(secant - stp) else secant
-            new = max(low, min(high, new))
+            bracketed = True
+        else:
+            r = ((root - dp) + theta) / ((root + (dx - dp)) + root)
+            # The cubic's minimiser when it lies beyond stp, else the bound on that side.
+            cubic = stp + r * (stx - stp) if r < 0 and root != 0 else (high if stp > stx else low)
+            secant = stp + (dp / (dp - dx)) * (stx - stp)
+            if bracketed:
+                new = cubic if abs(cubic - stp) < abs(secant - stp) else secant
+                if stp > stx:
+                    new = min(stp + 0.66 * (sty - stp), new)
+                else:
+                    new = max(stp + 0.66 * (sty - stp), new)
+            else:
+                new = cubic if abs(cubic - stp) > abs(secant - stp) else secant
+                new = max(low, min(high, new))
     elif bracketed:
         theta = 3.0 * (fp - fy) / (sty - stp) + dy + dp
         s = max(abs(theta), abs(dy), abs(dp))
@@ -294,5 +313,3 @@ def _more_thuente_step(stx: float, fx: float, dx: float, sty: float, fy: float, 
         stx, fx, dx = stp, fp, dp
     return stx, fx, dx, sty, fy, dy, new, bracketed
 
-
-_PLAIN = _SolverLoops(_more_thuente_step, _line_search, _lbfgs_loop)
