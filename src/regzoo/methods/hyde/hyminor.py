@@ -12,7 +12,8 @@ solved by ADMM (split Bregman) with ``V₁ = H − X``, ``V₂ = X Dᵀ``:
 ``V₂ ← soft(X Dᵀ + B₂, λ/μ₂)``, ``B₁ += H − X − V₁``, ``B₂ += X Dᵀ − V₂``.
 Defaults (official code / HyDe 0.4.3): λ = 10, μ₁ = μ₂ = 0.5, 50 iterations; data scaled to
 [0, 1] (λ is scale-dependent: an ℓ1 data term against an ℓ1 penalty). Builds on HyRes by design
-of the paper. Cost: HyRes plus 50 × (two N×L×L products).
+of the paper. Cost: HyRes plus 50 × (one N×L×L product and a few passes over X): D and Dᵀ are
+applied as differences (O(NL)), not as dense L×L matrices.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from regzoo.core.arrays import ArrayLike, restore
 from regzoo.core.checks import check_positive_int, check_range
 from regzoo.core.progress import progress_bar
 from regzoo.methods.hyde.hyres import hyres
-from regzoo.methods.hyde.lowlevel import DenoiseResult, check_cube, finish, soft_threshold
+from regzoo.methods.hyde.lowlevel import DenoiseResult, check_cube, finish
 
 
 def hyminor(cube: ArrayLike, *, lam: float = 10.0, iterations: int = 50, mu1: float = 0.5,
@@ -50,19 +51,46 @@ def hyminor(cube: ArrayLike, *, lam: float = 10.0, iterations: int = 50, mu1: fl
     eye = torch.eye(bands, dtype=y.dtype, device=y.device)
     d = eye[1:] - eye[:-1]
     system_inverse = torch.linalg.inv(mu1 * eye + mu2 * d.T @ d)
-    v1 = torch.zeros_like(h)
-    v2 = torch.zeros(h.shape[0], bands - 1, dtype=y.dtype, device=y.device)
-    b1, b2 = torch.zeros_like(v1), torch.zeros_like(v2)
+    # Its entries decay geometrically away from the diagonal (≈ 0.38^|i−j| at μ₁ = μ₂), so in
+    # float32 the far ones are subnormal, and a product with subnormal numbers runs ~20×
+    # slower on x86 (measured: 72 ms instead of 4 ms per product at 128³). They carry nothing
+    # (< 1e-31 against a diagonal ≈ 1): zero them.
+    info = torch.finfo(y.dtype)
+    system_inverse[system_inverse.abs() < info.tiny / info.eps] = 0
+    # Every iterate lives in a buffer allocated once: a fresh N×L tensor per operation costs
+    # more in page faults than the arithmetic (measured 8 ms against 1 ms for one subtraction
+    # at 128³). B ← B + R − X − V with V = soft(R) = R − clip(R) is B ← clip(R), R = H − X + B.
+    x, v1, b1, r1 = (torch.zeros_like(h) for _ in range(4))
+    v2, b2, r2, dx = (torch.zeros(h.shape[0], bands - 1, dtype=y.dtype, device=y.device)
+                      for _ in range(4))
+    rhs = torch.empty_like(h)
     history = []
     for _ in progress_bar(range(iterations), desc="hyminor ADMM", progress=progress):
-        x = (mu1 * (h - v1 + b1) + mu2 * (v2 - b2) @ d) @ system_inverse
-        v1 = soft_threshold(h - x + b1, 1.0 / mu1)
-        dx = x @ d.T
-        v2 = soft_threshold(dx + b2, lam / mu2)
-        b1 = b1 + h - x - v1
-        b2 = b2 + dx - v2
-        history.append({"objective": float((h - x).abs().sum() + lam * dx.abs().sum())})
+        torch.sub(v2, b2, out=r2)
+        _times_difference(r2, out=rhs)  # (V₂ − B₂) D
+        rhs.mul_(mu2 / mu1).add_(h).sub_(v1).add_(b1).mul_(mu1)
+        torch.matmul(rhs, system_inverse, out=x)
+        torch.sub(h, x, out=r1).add_(b1)
+        torch.clamp(r1, -1.0 / mu1, 1.0 / mu1, out=b1)
+        torch.sub(r1, b1, out=v1)  # soft(H − X + B₁, 1/μ₁)
+        torch.sub(x[:, 1:], x[:, :-1], out=dx)  # X Dᵀ
+        torch.add(dx, b2, out=r2)
+        torch.clamp(r2, -lam / mu2, lam / mu2, out=b2)
+        torch.sub(r2, b2, out=v2)  # soft(X Dᵀ + B₂, λ/μ₂)
+        if full_output:
+            history.append({"objective": float((h - x).abs().sum() + lam * dx.abs().sum())})
     out = restore(finish(x.reshape(rows, cols, bands), kind), kind)
     if not full_output:
         return out
     return DenoiseResult(out, history[-1]["objective"], iterations, True, tuple(history))
+
+
+def _times_difference(w: torch.Tensor, *, out: torch.Tensor) -> torch.Tensor:
+    """W D into ``out`` for the (L−1)×L first difference D: column j is w_{j−1} − w_j.
+
+    (w_{−1} = w_{L−1} = 0.)
+    """
+    out[:, 0] = 0
+    out[:, 1:] = w
+    out[:, :-1] -= w
+    return out
