@@ -1,10 +1,14 @@
-"""The optional compiled evaluation of the scipy solver: three numba loops (extra ``fast``).
+"""The optional compiled evaluation: three numba loops (extra ``fast``).
 
-numba is imported on the first scipy solve that can use the loops (k < m and k ≤
-:data:`_KERNEL_MAX_K`), never at import time; without it, or when it fails to import,
-:func:`_compiled_evaluation` returns None and the scipy solver evaluates with the screened
-NumPy evaluation (:class:`~regzoo.methods.sparse_ot.screening._Screen`) instead, to the same
-iterates. The loops are plain Python, so their results are tested without numba as well.
+They serve the scipy solver's evaluations and, compiled into it, the numba solver
+(:mod:`~regzoo.methods.sparse_ot.numba_solver`). numba is imported on the first solve that can
+use the loops (k < m and k ≤ :data:`_KERNEL_MAX_K`), never at import time; without it, or when
+it fails to import, :func:`_compiled_evaluation` returns None and the scipy solver evaluates
+with the screened NumPy evaluation (:class:`~regzoo.methods.sparse_ot.screening._Screen`)
+instead, to the same iterates. The loops are plain Python, so their results are tested without
+numba as well. numba's disk cache checks only the file of the function it compiled: after
+editing this file, delete ``numba_solver``'s cache (``__pycache__/numba_solver.*.nb*``) or the
+numba solver keeps the old loops (the plain-vs-compiled test catches a stale cache).
 """
 
 from __future__ import annotations
