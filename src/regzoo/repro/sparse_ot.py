@@ -455,7 +455,6 @@ class SparseOTReproduction(Reproduction):
                 + ". Gap = |cost − EMD|/EMD; plans whose rows miss mass (row err > 0) "
                 "can cost less than EMD, which is why the gap is absolute.")
 
-
     def _moe_ranking(self, config: SparseOTReproConfig, aggregate: dict[str, Any]) -> str:
         """Which router is best and worst on each MoE metric, by mean over seeds."""
         def ranked(metric: str) -> list[str]:
