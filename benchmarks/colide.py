@@ -18,8 +18,8 @@ below 1 mean regzoo is faster.
 A second table puts the time of one iteration (fixed budget, fit time / iterations) against
 the floor of any solver of this method: one LU factorisation of a d×d matrix (LAPACK getrf)
 plus one d×d product; the gradient needs every entry of (sI − W∘W)⁻¹, so the inverse used
-(LU + inverse from the LU, scipy's getri below d = 80 and torch's above, as regzoo does) plus
-the product is listed as the floor of this algorithm. Run: ``python benchmarks/colide.py
+(LAPACK gesv against the identity, as regzoo does) plus the product is listed as the floor of
+this algorithm. Run: ``python benchmarks/colide.py
 [--quick]`` or ``regzoo bench colide``.
 """
 
@@ -38,7 +38,8 @@ from scipy.linalg import lapack
 from threadpoolctl import threadpool_limits
 
 from regzoo.data.sem import count_accuracy, simulate_linear_sem
-from regzoo.methods.colide import _TORCH_INVERSE_MIN_D, CoLiDE, to_dag
+from regzoo.methods.colide import CoLiDE, to_dag
+from regzoo.methods.colide.solver import LapackInverse
 from regzoo.train.timing import machine_line
 
 S = (1.0, 0.9, 0.8, 0.7)
@@ -99,14 +100,11 @@ def floor_row(d: int, iters: int, seconds: dict[str, float]) -> str:
     rng = np.random.default_rng(0)
     W = rng.normal(size=(d, d)) * (0.5 / np.sqrt(d))
     A = np.eye(d) - W * W
-    A_t = torch.from_numpy(A)
     repeats = max(100, 20_000_000 // d**3)
     lu = _median_us(lambda: lapack.dgetrf(A), repeats)
     product = _median_us(lambda: A @ W, repeats)
-    if d < _TORCH_INVERSE_MIN_D:
-        inverse = _median_us(lambda: lapack.dgetri(*lapack.dgetrf(A)[:2]), repeats)
-    else:
-        inverse = _median_us(lambda: torch.linalg.inv_ex(A_t), repeats)
+    invert = LapackInverse(d)
+    inverse = _median_us(lambda: invert(W, 1.0), repeats)
     per_iter = {arm: seconds[arm] / (4 * iters) * 1e6 for arm in seconds}
     floor = lu + product
     return (f"| {d} | {lu:.0f} | {product:.0f} | {floor:.0f} | {inverse + product:.0f} | "

@@ -30,21 +30,30 @@ L1HyMixDe              main 0.65 → not re-run       skipped
 L1HyMixDe+hyde_stop    not run                      skipped
 =====================  ===========================  ===========================
 
-Where the time went (cProfile, one thread): OTVCA's FGP ran about 60 iterations per TV
-subproblem, each with two adjoints and fresh tensors (now one adjoint, buffers reused, warm
-starts: 307 iterations in all instead of 606); hyde-images' OTVCA is 10× faster still because its
-split-Bregman stop rule (eps = 0.1) ends after one or two sweeps, far from the TV minimiser
-(``tv_solver="bregman"`` reproduces it exactly, and then the remaining 10 % is our input
-validation). HyRes at 128³ spent 1.3 of 2.3 s in 128 separate SURE grid searches (now one
-batched search). FastHyDe and L1HyMixDe are BM3D calls: the bm3d package's default thread pool
-spun idle threads, doubling each call's CPU time (now one thread), and each call has a fixed
-cost of about 0.4 s whatever the image size, so L1HyMixDe at 64³ (10 iterations × 10
-eigen-images) cannot go below about 57 s on one thread. The L1HyMixDe rows could not be re-run
-on 2026-12-07 (the shared machine gave this process under 10 % of a core); from the per-call
-BM3D costs (0.57 s ours, 0.98 s hyde-images' default pool, 64²) and 100 calls each, the
-expected ratio is about 1.7 with equal iterations. Measured instead on a 32×32×20 mixed-noise
-cube, k = 10, 3 iterations on both sides (30 BM3D calls): ours 13.3 CPU-s (26.51 dB), ours
-before (default pool) 26.1 s (26.51 dB), hyde-images 26.2 s (21.49 dB): 1.00 → 1.97.
+Where the time went (cProfile, one thread): OTVCA's FGP ran about 60 iterations per TV subproblem,
+each with two adjoints and fresh tensors (now one adjoint, buffers reused, warm starts: 307
+iterations in all instead of 606); hyde-images' OTVCA is 10× faster still because its split-Bregman
+stop rule (eps = 0.1) ends after one or two sweeps, far from the TV minimiser
+(``tv_solver="bregman"`` reproduces it exactly; the remaining 10 % was our input validation and the
+initial SVD, see below). HyRes at 128³ spent 1.3 of 2.3 s in 128 separate SURE grid searches (now
+one batched search). FastHyDe and L1HyMixDe are BM3D calls: the bm3d package's default thread pool
+spun idle threads, doubling each call's CPU time (now one thread), and each call has a fixed cost
+of about 0.4 s whatever the image size, so L1HyMixDe at 64³ (10 iterations × 10 eigen-images)
+cannot go below about 57 s on one thread. The L1HyMixDe rows could not be re-run on 2026-12-07 (the
+shared machine gave this process under 10 % of a core); from the per-call BM3D costs (0.57 s ours,
+0.98 s hyde-images' default pool, 64²) and 100 calls each, the expected ratio is about 1.7 with
+equal iterations. Measured instead on a 32×32×20 mixed-noise cube, k = 10, 3 iterations on both
+sides (30 BM3D calls): ours 13.3 CPU-s (26.51 dB), ours before (default pool) 26.1 s (26.51 dB),
+hyde-images 26.2 s (21.49 dB): 1.00 → 1.97.
+
+Measured 2026-12-08 on an AMD EPYC machine (one thread, 5–41 interleaved calls, median), where
+the previous code was slower than hyde-images in three rows because MKL (torch's CPU BLAS) runs
+the tall products aᵀb several times slower than (bᵀa)ᵀ there (16384 × 128 by 16384 × 10: 4.2 ms
+against 1.05 in float32). Now: aᵀb is taken as (bᵀa)ᵀ in OTVCA and WSRRR, their initial principal
+directions come from the bands × bands Gram matrix instead of an SVD of the cube, and the cube
+is validated from its band extremes in one pass. OTVCA+bregman 0.92–0.95 → 1.33–1.39 (64³),
+0.94 → 1.68 (128³); WSRRR at 128³ 0.94 → 1.46, PSNR equal to 0.01 dB. The full table for that
+machine is in ``results/benchmarks.md``.
 
 Measured 2026-11-27 on main before that work (best of 2): HyRes 1.85 / 0.92, FORPDN 2.23 /
 1.70, HyMiNoR 1.97 / 1.53, WSRRR 3.64 / 0.83, OTVCA 0.07 / 0.12, FastHyDe 1.15 / 0.98,

@@ -32,6 +32,19 @@ def _problem(d=5, n=400, seed=0, variance="ev"):
     return sem, X, X.T @ X / n
 
 
+@pytest.fixture(params=["numpy", "compiled"])
+def loop_path(request, monkeypatch):
+    """Run the NumPy loop in NumPy calls or with the compiled step (skipped without numba)."""
+    import regzoo.methods.colide.solver as solver
+    from regzoo.methods.colide.compiled import compiled_kernels
+
+    if request.param == "numpy":
+        monkeypatch.setattr(solver, "compiled_kernels", lambda: None)
+    elif compiled_kernels() is None:
+        pytest.skip("numba is not installed (pip install 'regzoo[fast]')")
+    return request.param
+
+
 def _random_w(d, seed, scale=0.3):
     rng = np.random.default_rng(seed)
     W = rng.uniform(-scale, scale, (d, d))
@@ -210,7 +223,7 @@ def _naive_fit(X, variance, lam, T, s, iters, lr, mu_factor=0.1):
 
 
 @pytest.mark.parametrize("variance", ["ev", "nv"])
-def test_vectorised_solver_equals_the_plain_algorithm(variance):
+def test_vectorised_solver_equals_the_plain_algorithm(variance, loop_path):
     sem = simulate_linear_sem(6, 300, 8, variance=variance, seed=1)
     est = CoLiDE(variance, 0.05, T=3, s=(1.0, 0.9, 0.8), warm_iter=300, max_iter=400,
                  tol=0.0).fit(sem.X)
@@ -220,14 +233,10 @@ def test_vectorised_solver_equals_the_plain_algorithm(variance):
     assert np.allclose(est.sigma_, sigma, atol=1e-10)
 
 
-@pytest.mark.parametrize("inverse", ["lapack", "torch"])
 @pytest.mark.parametrize("variance", ["ev", "nv"])
-def test_both_inverse_paths_equal_the_plain_algorithm_at_d_20(monkeypatch, variance, inverse):
-    # The solver inverts with scipy's LAPACK below d = 80 and torch's from there on (CPU);
-    # force each at d = 20. Measured max |ΔW| ≤ 5.3e-14 and |Δσ| ≤ 8.5e-14 over seeds 0-2.
-    import regzoo.methods.colide as colide
-
-    monkeypatch.setattr(colide, "_TORCH_INVERSE_MIN_D", 10**9 if inverse == "lapack" else 0)
+def test_vectorised_solver_equals_the_plain_algorithm_at_d_20(variance, loop_path):
+    # d = 20 puts LAPACK's gesv through its blocked solves (d = 6 above does not).
+    # Measured max |ΔW| ≤ 5.3e-14 and |Δσ| ≤ 8.5e-14 over seeds 0-2.
     sem = simulate_linear_sem(20, 300, 40, variance=variance, seed=1)
     est = CoLiDE(variance, 0.05, T=3, s=(1.0, 0.9, 0.8), warm_iter=300, max_iter=400,
                  tol=0.0).fit(sem.X)
@@ -235,6 +244,26 @@ def test_both_inverse_paths_equal_the_plain_algorithm_at_d_20(monkeypatch, varia
     assert np.abs(W).max() > 0.2  # edges were learnt: the comparison is not of zeros
     assert np.allclose(est.W_, W, rtol=0.0, atol=1e-11)
     assert np.allclose(est.sigma_, sigma, rtol=0.0, atol=1e-11)
+
+
+@pytest.mark.parametrize("d", [3, 40, 120])
+def test_both_inverses_give_the_transposed_inverse_and_refuse_a_singular_matrix(d):
+    from regzoo.methods.colide.solver import LapackInverse, TorchInverse
+
+    rng = np.random.default_rng(d)
+    W = rng.normal(size=(d, d)) * (0.5 / np.sqrt(d))
+    expected = np.linalg.inv(W * W - 0.9 * np.eye(d)).T
+    lapack_inverse, torch_inverse = LapackInverse(d), TorchInverse(torch.from_numpy(W))
+    for _ in range(2):  # the buffers are reused: a second call must not see the first's
+        out = lapack_inverse(W, 0.9)
+        assert out.flags.c_contiguous
+        np.testing.assert_allclose(out, expected, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(torch_inverse(torch.from_numpy(W), 0.9).numpy(), expected,
+                                   rtol=0, atol=1e-12)
+    singular = np.zeros((d, d))
+    singular[:, 0] = 1.0  # W∘W − sI with s = 1 has a zero first row
+    assert lapack_inverse(singular, 1.0) is None
+    assert torch_inverse(torch.from_numpy(singular), 1.0) is None
 
 
 def _plain_stage(C, sigma, s, lr, iters, variance):
@@ -269,13 +298,13 @@ def _plain_stage(C, sigma, s, lr, iters, variance):
 
 @pytest.mark.parametrize("seed", range(2))
 @pytest.mark.parametrize("variance", ["ev", "nv"])
-def test_step_halving_safeguard_equals_the_plain_algorithm(variance, seed):
+def test_step_halving_safeguard_equals_the_plain_algorithm(variance, seed, loop_path):
     # A large lr at s = 1 leaves the M-matrix domain mid-stage (1-2 halvings with these seeds):
     # the in-place undo/retry must give the official iterates. Such a large step amplifies
     # rounding: measured max |ΔW| ≤ 1.6e-12, |Δσ| ≤ 4.8e-11 (NV, seed 0; the previous solver,
     # with no in-place tricks, is off by as much: 1.2e-12 / 3.5e-11); a wrong undo is off by
     # ~lr·step ≈ 1e-2.
-    from regzoo.methods.colide import _Solver
+    from regzoo.methods.colide.solver import Solver
 
     sem = simulate_linear_sem(6, 500, 10, variance=variance, seed=seed)
     X = sem.X - sem.X.mean(axis=0)
@@ -284,7 +313,7 @@ def test_step_halving_safeguard_equals_the_plain_algorithm(variance, seed):
     sigma0 = float(sigma0.min()) if variance == "ev" else sigma0
     lr = 0.3 if variance == "ev" else 1.0
     W, sigma, halvings = _plain_stage(C, sigma0, 1.0, lr, 300, variance)
-    stage = _Solver(C, variance, 0.05, 0.0, 0.99, 0.999, 10**9, 1e-6).run(
+    stage = Solver(C, variance, 0.05, 0.0, 0.99, 0.999, 10**9, 1e-6).run(
         np.zeros((6, 6)), sigma0, 1.0, 300, 1.0, lr)
     assert halvings >= 1 and stage.success and stage.n_iter == 300
     assert np.allclose(stage.W, W, rtol=0.0, atol=1e-10)
@@ -381,17 +410,77 @@ def test_input_not_mutated_and_types_round_trip():
     assert ev.W_.dtype == torch.float32 and isinstance(ev.sigma_, float)
 
 
-def test_torch_backend_runs_the_same_iterates():
+def test_torch_backend_runs_the_same_iterates(loop_path):
     # device="cpu" on a tensor uses NumPy; the torch loop (used on CUDA) must agree with it.
-    from regzoo.methods.colide import _Solver
+    from regzoo.methods.colide.solver import Solver
 
     _, _, cov = _problem(variance="nv")
     args = ("nv", 0.05, 0.0, 0.99, 0.999, 100, 1e-6)
     sigma = np.sqrt(np.diag(cov))
-    a = _Solver(cov, *args).run(np.zeros((5, 5)), sigma, 1.0, 300, 1.0, 3e-4)
-    b = _Solver(torch.from_numpy(cov), *args).run(torch.zeros(5, 5, dtype=torch.float64),
+    a = Solver(cov, *args).run(np.zeros((5, 5)), sigma, 1.0, 300, 1.0, 3e-4)
+    b = Solver(torch.from_numpy(cov), *args).run(torch.zeros(5, 5, dtype=torch.float64),
                                                  torch.from_numpy(sigma), 1.0, 300, 1.0, 3e-4)
     assert np.allclose(a.W, b.W.numpy(), atol=1e-12)
+
+
+@pytest.mark.parametrize("variance", ["ev", "nv"])
+def test_one_pass_adam_step_equals_the_array_calls(variance):
+    # The plain-Python step (what numba compiles) against the NumPy calls it replaces, on
+    # random state with zeros in W (sign 0); measured at most one ulp apart (BLAS axpy may fuse
+    # a multiply-add).
+    from regzoo.methods.colide.compiled import adam_step, column_dots
+    from regzoo.methods.colide.solver import Solver
+
+    rng = np.random.default_rng(3)
+    d = 7
+    _, _, cov = _problem(d=d, variance=variance)
+    solver = Solver(cov, variance, 0.05, 0.0, 0.99, 0.999, 100, 1e-6, compiled=False)
+    W = _random_w(d, 4)
+    W[0, 1] = 0.0
+    inverse_t, rhs = rng.normal(size=(d, d)), rng.normal(size=(d, d))
+    sigma = rng.uniform(0.5, 2.0, d) if variance == "nv" else 1.3
+    p, u = rng.normal(size=(d, d)), rng.uniform(0.0, 1.0, (d, d))
+    buffers = solver._buffers(5)
+    buffers[0][0][...], buffers[1][0][...] = p, u
+    W_arrays = W.copy()
+    solver._array_step(W_arrays.reshape(-1), inverse_t, rhs, sigma, 0.35, 0.02, 1e-7, 0.01,
+                       buffers)
+    W_pass, p_pass, u_pass, delta = W.copy(), p.copy(), u.copy(), np.empty((d, d))
+    scale = np.broadcast_to(0.35 / np.asarray(sigma), (d,)).copy()
+    adam_step(W_pass, inverse_t, rhs, scale, 0.02, 0.99, 0.999, p_pass, u_pass, delta, 1e-7,
+              0.01)
+    for ours, theirs in ((W_pass, W_arrays), (p_pass, buffers[0][0]), (u_pass, buffers[1][0]),
+                         (delta, buffers[4][0])):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-15, atol=1e-16)
+    assert not np.allclose(W_pass, W)  # the step moved W
+    energies = np.empty(d)
+    column_dots(inverse_t, rhs, energies)
+    np.testing.assert_allclose(energies, (inverse_t * rhs).sum(axis=0), rtol=1e-14, atol=0)
+
+
+def test_compiled_kernels_equal_their_python_source():
+    from regzoo.methods.colide import compiled
+
+    kernels = compiled.compiled_kernels()
+    if kernels is None:
+        pytest.skip("numba is not installed (pip install 'regzoo[fast]')")
+    rng = np.random.default_rng(5)
+    d = 33
+    arrays = [rng.normal(size=(d, d)) for _ in range(3)]
+    arrays[0][2, 3] = 0.0
+    p, u = rng.normal(size=(d, d)), rng.uniform(0.0, 1.0, (d, d))
+    scale = rng.uniform(0.1, 1.0, d)
+    states = []
+    for step in (compiled.adam_step, kernels.adam_step):
+        W, p_i, u_i, delta = arrays[0].copy(), p.copy(), u.copy(), np.empty((d, d))
+        step(W, arrays[1], arrays[2], scale, 0.02, 0.99, 0.999, p_i, u_i, delta, 1e-7, 0.01)
+        states.append((W, p_i, u_i, delta))
+    for python_value, compiled_value in zip(*states, strict=True):
+        np.testing.assert_array_equal(compiled_value, python_value)  # no fast-math: same bits
+    sums = [np.empty(d), np.empty(d)]
+    compiled.column_dots(arrays[1], arrays[2], sums[0])
+    kernels.column_dots(arrays[1], arrays[2], sums[1])
+    np.testing.assert_array_equal(sums[1], sums[0])
 
 
 @pytest.mark.parametrize(

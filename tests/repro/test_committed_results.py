@@ -18,6 +18,8 @@ from regzoo.repro.claims import MIN_SEEDS
 from regzoo.repro.runner import load_reproduction, result_changes
 
 PENDING_RERUN: set[str] = {
+    "colide",
+    "hyde",
     "latent_quantization",
 }
 """Results whose code changed since their full run; each leaves with its re-run."""

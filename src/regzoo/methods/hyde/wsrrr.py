@@ -33,9 +33,11 @@ from regzoo.methods.hyde.lowlevel import (
     DenoiseResult,
     check_cube,
     finish,
+    principal_directions,
     procrustes,
     soft_threshold,
     sure_thresholds,
+    transposed_product,
 )
 from regzoo.methods.hyde.wavelets import Wavelet2D
 
@@ -67,7 +69,7 @@ def wsrrr(cube: ArrayLike, rank: int, *, wavelet: str = "db5", levels: int = 3,
     sigma = (diag.abs().median(dim=0).values / 0.6745).clamp_min(1e-30)
     yw = y / sigma
     w = coefficients / sigma  # the DWT acts band by band, so D₂ᵀ(Y/σ) = (D₂ᵀY)/σ
-    v = torch.linalg.svd(yw.reshape(-1, bands), full_matrices=False).Vh[:rank].T
+    v = principal_directions(yw.reshape(-1, bands), rank)
     groups = [torch.as_tensor(g, device=y.device) for g in dwt.groups]
     first = w @ v
     thresholds = torch.zeros(w.shape[0], rank, dtype=y.dtype, device=y.device)
@@ -77,7 +79,7 @@ def wsrrr(cube: ArrayLike, rank: int, *, wavelet: str = "db5", levels: int = 3,
     converged = False
     for _ in progress_bar(range(max_iter), desc="wsrrr", progress=progress):
         x = soft_threshold(w @ v, thresholds)
-        v_new = procrustes(w.T @ x)
+        v_new = procrustes(transposed_product(w, x))
         change = float(torch.linalg.norm(v_new - v))
         v = v_new
         history.append({"v_change": change})
