@@ -202,38 +202,37 @@ def main(argv: list[str]) -> None:
     lines = [f"# regzoo on {name} against CPU ({args.cpu_threads} thread(s))", "",
              machine_line(), ""]
 
-    def emit(line: str) -> None:
-        print(line, flush=True)
-        lines.append(line)
-
     for line in lines:
         print(line)
+
+    def section(title: str, peer: str, quality: str,
+                rows: list[tuple[str, Callable[[], str]]]) -> None:
+        """One table: a header naming the peer and the quality column, then each guarded row."""
+        table = [f"\n## {title}\n", f"| case | device s | regzoo CPU s | {peer} s | CPU / device "
+                 f"| {peer} / device | {quality} |", "|---|---:|---:|---:|---:|---:|---|"]
+        for line in table:
+            print(line, flush=True)
+        lines.extend(table)
+        for label, row in rows:
+            lines.append(guarded(label, row, 7))
+            print(lines[-1], flush=True)
+
     ot_sizes = [(4, 50)] if args.quick else [(16, 100), (64, 100), (16, 500)]
     colide_sizes = [(20, 50)] if args.quick else [(50, 500), (100, 500), (200, 200)]
     hyde_sizes = [32] if args.quick else [128, 256]
     with threadpool_limits(args.cpu_threads):
-        emit(f"## Sparse OT, k = {K}: one batched torch call vs B calls on CPU\n")
-        emit("| batch | device s | regzoo CPU s | POT s | CPU / device | POT / device "
-             "| worst S gap |")
-        emit("|---|---:|---:|---:|---:|---:|---:|")
-        for batch, m in ot_sizes:
-            emit(guarded(f"{batch} × {m}×{m}",
-                         lambda b=batch, n=m: sparse_ot_row(b, n, device, repeats), 7))
-        emit("\n## CoLiDE-NV: torch loop on the device vs NumPy on CPU and DAGMA\n")
-        emit("| case | device s | regzoo CPU s | DAGMA s | CPU / device | DAGMA / device "
-             "| SHD device / CPU / DAGMA |")
-        emit("|---|---:|---:|---:|---:|---:|---|")
-        for d, iters in colide_sizes:
-            emit(guarded(f"CoLiDE-NV d = {d}",
-                         lambda n=d, i=iters: colide_row(n, i, device, repeats), 7))
-        emit("\n## HyDe, float32 cube, Gaussian σ = 0.1\n")
-        emit("| method | device s | regzoo CPU s | hyde-images device s | CPU / device "
-             "| hyde / device | PSNR device / CPU / hyde |")
-        emit("|---|---:|---:|---:|---:|---:|---|")
-        for size in hyde_sizes:
-            for method in HYDE_OPTIONS:
-                emit(guarded(f"{method} {size}³",
-                             lambda m=method, n=size: hyde_row(m, n, device, repeats), 7))
+        section(f"Sparse OT, k = {K}: one batched torch call vs B calls on CPU", "POT",
+                "worst S gap to CPU",
+                [(f"{b} × {m}×{m}", lambda b=b, m=m: sparse_ot_row(b, m, device, repeats))
+                 for b, m in ot_sizes])
+        section("CoLiDE-NV: torch loop on the device vs NumPy on CPU and DAGMA", "DAGMA",
+                "SHD device / CPU / DAGMA",
+                [(f"CoLiDE-NV d = {d}", lambda d=d, i=i: colide_row(d, i, device, repeats))
+                 for d, i in colide_sizes])
+        section("HyDe, float32 cube, Gaussian σ = 0.1 (hyde-images on the device)", "hyde",
+                "PSNR device / CPU / hyde",
+                [(f"{method} {n}³", lambda m=method, n=n: hyde_row(m, n, device, repeats))
+                 for n in hyde_sizes for method in HYDE_OPTIONS])
     if args.out:
         Path(args.out).write_text("\n".join(lines) + "\n")
 
