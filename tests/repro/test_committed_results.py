@@ -18,7 +18,6 @@ from regzoo.repro.claims import MIN_SEEDS
 from regzoo.repro.runner import load_reproduction, result_changes
 
 PENDING_RERUN: set[str] = {
-    "colide",
     "hyde",
     "latent_quantization",
 }
