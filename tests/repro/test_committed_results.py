@@ -18,7 +18,6 @@ from regzoo.repro.claims import MIN_SEEDS
 from regzoo.repro.runner import load_reproduction, result_changes
 
 PENDING_RERUN: set[str] = {
-    "hyde",
     "latent_quantization",
 }
 """Results whose code changed since their full run; each leaves with its re-run."""
