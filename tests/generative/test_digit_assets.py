@@ -50,3 +50,15 @@ def test_bad_classes_are_named():
         digit_assets.digit_dcgan(classes=[])
     with pytest.raises(ValueError, match="classes must be a non-empty set of digits 0–9"):
         digit_assets.digit_dcgan(classes=[3, 10])
+
+
+def test_a_cold_cache_hit_from_inside_no_grad_still_trains(cache, monkeypatch):
+    # An evaluation block that asks for the GAN on a fresh machine builds it there.
+    monkeypatch.setattr(digit_assets, "digit_oracle",
+                        lambda: digit_assets.load_oracle(
+                            assets.get("digit_oracle", {"epochs": 1, "channels": (4, 8)})))
+    with torch.no_grad():
+        gan = digit_assets.digit_dcgan(classes=[0, 1], steps=2, batch_size=16)
+        oracle = assets.get("digit_oracle", {"epochs": 1, "channels": (2, 4)})
+    assert gan.fd_test > 0 and len(gan.class_shares) == 10
+    assert 0.0 <= oracle["test_accuracy"] <= 1.0

@@ -295,3 +295,50 @@ def test_raw_inputs_instead_of_features_get_an_error_that_names_the_fix():
     targets = [torch.randint(0, 3, (6,), generator=g) for _ in range(2)]
     with pytest.raises(ValueError, match=r"width 7 but the head takes 4 inputs.*model.features"):
         penalty(raw, targets)
+
+
+@pytest.mark.parametrize("make", [
+    lambda h: HessianAlignment(h, "hgp", alpha=0.3, beta=0.7),
+    lambda h: HessianAlignment(h, "hutchinson", probes=4,
+                               generator=torch.Generator().manual_seed(0)),
+    lambda h: HessianAlignment(h, "hgp", **CMNIST_RECIPE),
+    VREx,
+])
+def test_the_loops_losses_give_the_same_penalty_and_training_gradient(make):
+    torch.manual_seed(0)
+    body = nn.Sequential(nn.Linear(D, 6), nn.Tanh()).double()
+    head = nn.Linear(6, C).double()
+    feats_in, targets = _domains()
+    params = [*body.parameters(), *head.parameters()]
+
+    def value_and_grads(reuse: bool):
+        feats = [body(x) for x in feats_in]
+        losses = [nn.functional.cross_entropy(head(f), y) for f, y in zip(feats, targets)]
+        penalty = make(head)(feats, targets, losses=losses if reuse else None)
+        return penalty, torch.autograd.grad(torch.stack(losses).mean() + penalty, params)
+
+    (own, own_grads), (reused, reused_grads) = value_and_grads(False), value_and_grads(True)
+    assert float(reused.detach()) == pytest.approx(float(own.detach()), rel=1e-12)
+    for a, b in zip(own_grads, reused_grads):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-14)
+
+
+def test_bad_losses_name_the_argument_and_the_fix():
+    head = _head()
+    feats, targets = _domains(n_domains=2)
+    losses = [nn.functional.cross_entropy(head(f), y) for f, y in zip(feats, targets)]
+    pen = HessianAlignment(head)
+    with pytest.raises(ValueError, match="losses has 1 entries but there are 2 domains"):
+        pen(feats, targets, losses=losses[:1])
+    with pytest.raises(TypeError, match="one scalar loss per domain"):
+        pen(feats, targets, losses=torch.stack(losses))
+    with pytest.raises(TypeError, match=r"losses\[1\] must be a floating scalar.*shape \(12,\)"):
+        pen(feats, targets, losses=[losses[0], nn.functional.cross_entropy(
+            head(feats[1]), targets[1], reduction="none")])
+    with pytest.raises(ValueError, match=r"losses\[0\] carries no graph.*\.detach\(\)"):
+        VREx(head)(feats, targets, losses=[losses[0].detach(), losses[1]])
+    with pytest.raises(ValueError, match="does not depend on every trainable parameter"):
+        pen(feats, targets, losses=[losses[0], (head.weight.sum() * 0 + feats[1].sum())])
+    losses[0].backward(retain_graph=False)
+    with pytest.raises(ValueError, match=r"call the penalty before loss\.backward\(\)"):
+        pen(feats, targets, losses=losses)

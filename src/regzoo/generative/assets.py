@@ -46,10 +46,12 @@ def _build_oracle(config: Mapping[str, Any]) -> assets.Payload:
         x, y, _ = batch
         return F.cross_entropy(net(x), y)
 
-    fit(model, TensorBatches(data.x_train, data.y_train, config["batch_size"],
-                             seed=config["seed"]),
-        step, optimizer, epochs=config["epochs"], distribute=False, progress=None,
-        desc="digit_oracle")
+    # A cold cache may be hit from inside torch.no_grad(); training needs autograd either way.
+    with torch.enable_grad():
+        fit(model, TensorBatches(data.x_train, data.y_train, config["batch_size"],
+                                 seed=config["seed"]),
+            step, optimizer, epochs=config["epochs"], distribute=False, progress=None,
+            desc="digit_oracle")
     model.eval()
     return {"state_dict": model.state_dict(), "channels": list(config["channels"]),
             "test_accuracy": accuracy(predict_logits(model, data.x_test), data.y_test)}

@@ -124,6 +124,7 @@ class GANTraining:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
+@torch.enable_grad()
 def train_dcgan(images: torch.Tensor, *, steps: int = 6000, batch_size: int = 64,
                 lr: float = 2e-4, r1_gamma: float = 1.0, ema_decay: float = 0.999,
                 latent_dim: int = 32, seed: int = 0, device: str | torch.device = "cpu",
@@ -138,6 +139,9 @@ def train_dcgan(images: torch.Tensor, *, steps: int = 6000, batch_size: int = 64
         ema_decay: decay of the generator's exponential moving average.
         seed: seeds initialisation, minibatches and latents (deterministic on one device).
         progress: a bar over the steps (``None``: only on a terminal).
+
+    Trains with autograd on even when called under ``torch.no_grad()`` (e.g. a cold asset cache
+    hit from inside an evaluation block).
     """
     check_tensor("images", images, floating=True, finite=True)
     real = images.reshape(images.shape[0], -1)

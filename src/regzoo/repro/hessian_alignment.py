@@ -193,6 +193,14 @@ def build_penalty(arm: str, head: nn.Module, probes: int) -> nn.Module | None:
     return CORAL()
 
 
+def apply_penalty(penalty: nn.Module, features: list[torch.Tensor], targets: list[torch.Tensor],
+                  losses: list[torch.Tensor]) -> torch.Tensor:
+    """The penalty's value; HGP, Hutchinson and V-REx reuse the step's per-domain losses."""
+    if isinstance(penalty, (HessianAlignment, VREx)):
+        return penalty(features, targets, losses=losses)
+    return penalty(features, targets)
+
+
 def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     with torch.no_grad():
         return float(((model(x).reshape(-1) > 0).float() == y).float().mean())
@@ -225,11 +233,11 @@ def train_cmnist(config: HAReproConfig, arm: str, suite: DomainSuite, seed: int,
     curves: dict[str, list[float]] = {"test_accuracy": [], "train_accuracy": []}
     for step in range(config.steps):
         features = [model.features(x) for x in xs]
-        risk = torch.stack([domain_loss(model.head(f), y, "binary")
-                            for f, y in zip(features, ys)]).mean()
-        loss = risk + config.l2 * sum(p.pow(2).sum() for p in model.parameters())
+        losses = [domain_loss(model.head(f), y, "binary") for f, y in zip(features, ys)]
+        loss = torch.stack(losses).mean() + config.l2 * sum(
+            p.pow(2).sum() for p in model.parameters())
         if penalty is not None:
-            loss = schedule.combine(loss, penalty(features, ys), step)
+            loss = schedule.combine(loss, apply_penalty(penalty, features, ys, losses), step)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"arm {arm!r}: non-finite loss at step {step}")
         optimizer.zero_grad(set_to_none=True)
@@ -295,11 +303,11 @@ def train_loo(config: HAReproConfig, arm: str, suite: DomainSuite, seed: int,
                  for d in fit]
         features = [model.features(d.x[i]) for d, i in zip(fit, picks)]
         ys = [d.y[i] for d, i in zip(fit, picks)]
-        loss = torch.stack([domain_loss(model.head(f), y, "cross_entropy")
-                            for f, y in zip(features, ys)]).mean()
+        losses = [domain_loss(model.head(f), y, "cross_entropy") for f, y in zip(features, ys)]
+        loss = torch.stack(losses).mean()
         weight = after if step >= switch else before
         if penalty is not None and weight > 0:
-            loss = loss + weight * penalty(features, ys)
+            loss = loss + weight * apply_penalty(penalty, features, ys, losses)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"arm {arm!r}: non-finite loss at step {step}")
         optimizer.zero_grad(set_to_none=True)
@@ -472,10 +480,10 @@ class HessianAlignmentReproduction(Reproduction):
             def step(model: nn.Module = model, penalty: nn.Module | None = penalty,
                      optimizer: Any = optimizer) -> None:
                 features = [model.features(x) for x in xs]
-                loss = torch.stack([domain_loss(model.head(f), y, "binary")
-                                    for f, y in zip(features, ys)]).mean()
+                losses = [domain_loss(model.head(f), y, "binary") for f, y in zip(features, ys)]
+                loss = torch.stack(losses).mean()
                 if penalty is not None:
-                    loss = loss + penalty(features, ys)
+                    loss = loss + apply_penalty(penalty, features, ys, losses)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

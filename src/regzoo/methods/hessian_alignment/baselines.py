@@ -4,7 +4,8 @@ Hemati et al. (ICCV 2023, arXiv 2308.11778, §4.3) show that these baselines ali
 head's gradient and Hessian across domains; the paper's tables compare HGP/Hutchinson with them.
 Each is an ``nn.Module`` penalty with the call of :class:`~regzoo.methods.hessian_alignment.
 HessianAlignment`: ``penalty(features, targets)`` with one feature and one target tensor per
-training domain; ERM is no penalty. Definitions follow DomainBed (Gulrajani & Lopez-Paz 2021) and
+training domain (:class:`VREx` also takes the loop's per-domain ``losses=``, like
+HessianAlignment); ERM is no penalty. Definitions follow DomainBed (Gulrajani & Lopez-Paz 2021) and
 the Fishr Colored-MNIST script that the paper's CMNIST code is derived from:
 
 * :class:`IRMv1` (Arjovsky et al. 2019, eq. IRMv1): ``ρ_e ‖∂_s ℓ_e(s · head(φ_e))|_{s=1}‖²``
@@ -39,6 +40,7 @@ from regzoo.methods.hessian_alignment.penalty import (
     LOSSES,
     REDUCTIONS,
     check_domains,
+    check_losses,
     domain_loss,
 )
 
@@ -95,12 +97,13 @@ class VREx(_HeadPenalty):
         super().__init__(head, loss=loss)
         self.scale = check_range("scale", scale, 0.0)
 
-    def forward(self, features: Sequence[torch.Tensor],
-                targets: Sequence[torch.Tensor]) -> torch.Tensor:
-        """The variance of the domain risks."""
+    def forward(self, features: Sequence[torch.Tensor], targets: Sequence[torch.Tensor],
+                losses: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+        """The variance of the domain risks (``losses``: the loop's, as in HessianAlignment)."""
         check_domains(features, targets)
-        risks = torch.stack([domain_loss(self.head(phi), y, self.loss)
-                             for phi, y in zip(features, targets)])
+        risks = torch.stack(check_losses(losses, len(features)) if losses is not None
+                            else [domain_loss(self.head(phi), y, self.loss)
+                                  for phi, y in zip(features, targets)])
         return self.scale * (risks - risks.mean()).pow(2).mean()
 
 

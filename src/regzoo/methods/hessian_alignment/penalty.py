@@ -166,8 +166,46 @@ def domain_loss(logits: torch.Tensor, target: torch.Tensor, loss: str) -> torch.
                                               target.reshape(-1).to(logits.dtype))
 
 
+def check_losses(losses: Sequence[torch.Tensor], domains: int) -> list[torch.Tensor]:
+    """Validate per-domain losses a training loop passes in: one scalar with graph per domain."""
+    if isinstance(losses, torch.Tensor):
+        raise TypeError("losses must be a sequence with one scalar loss per domain "
+                        "(e.g. [loss_1, loss_2]), not a single tensor")
+    losses = list(losses)
+    if len(losses) != domains:
+        raise ValueError(f"losses has {len(losses)} entries but there are {domains} domains; "
+                         "pass the head's loss on each features[e], in the same order")
+    for e, loss in enumerate(losses):
+        if not isinstance(loss, torch.Tensor) or loss.ndim != 0 or not loss.is_floating_point():
+            raise TypeError(f"losses[{e}] must be a floating scalar tensor (the domain's mean "
+                            f"loss), got {type(loss).__name__}"
+                            + (f" of shape {tuple(loss.shape)}"
+                               if isinstance(loss, torch.Tensor) else ""))
+        if not loss.requires_grad:
+            raise ValueError(f"losses[{e}] carries no graph (requires_grad is False); compute it "
+                             "from head(features[e]) with autograd enabled, outside "
+                             "torch.no_grad(), and do not .detach() it")
+    return losses
+
+
 def _flat(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.cat([t.reshape(-1) for t in tensors])
+
+
+def _gradients_of_given(losses: list[torch.Tensor], params: list[torch.Tensor]
+                        ) -> list[tuple[torch.Tensor, ...]]:
+    """``g_e`` of losses a loop passed in, with autograd's two ways to misuse them named."""
+    try:
+        return [torch.autograd.grad(loss, params, create_graph=True) for loss in losses]
+    except RuntimeError as error:
+        if "not have been used in the graph" in str(error):
+            raise ValueError("a loss in losses does not depend on every trainable parameter of "
+                             "the head; pass the losses computed from head(features[e]) with "
+                             "this penalty's head") from error
+        if "backward through the graph a second time" in str(error):
+            raise ValueError("the graph of losses was already freed by a backward; call the "
+                             "penalty before loss.backward()") from error
+        raise
 
 
 def hessian_gradient_product(loss: torch.Tensor, params: Sequence[torch.Tensor],
@@ -248,7 +286,9 @@ class HessianAlignment(nn.Module):
         generator: random generator for the Hutchinson probes (default: torch's global one).
 
     Call ``penalty(features, targets)`` with one ``(B_e, d)`` feature tensor and one target tensor
-    per training domain; add the result to the mean of the per-domain losses.
+    per training domain; add the result to the mean of the per-domain losses. A loop that has
+    those losses passes them too, ``penalty(features, targets, losses=losses)``, and the penalty
+    differentiates them instead of evaluating the head again (:meth:`forward`).
     """
 
     needs_higher_order_grad = True
@@ -293,9 +333,14 @@ class HessianAlignment(nn.Module):
                              device="cpu" if self.generator is None else self.generator.device)
         return (bits.to(device=like.device, dtype=like.dtype) * 2 - 1)
 
-    def statistics(self, features: Sequence[torch.Tensor], targets: Sequence[torch.Tensor]
+    def statistics(self, features: Sequence[torch.Tensor], targets: Sequence[torch.Tensor],
+                   losses: Sequence[torch.Tensor] | None = None
                    ) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor, torch.Tensor]:
-        """Per-domain ``g_e`` and ``Q_e`` and the averages ``ḡ``, ``Q̄`` (all flat, with graph)."""
+        """Per-domain ``g_e`` and ``Q_e`` and the averages ``ḡ``, ``Q̄`` (all flat, with graph).
+
+        ``losses`` (optional): the per-domain losses ``ℓ_e`` the loop already computed from
+        ``head(features[e])``; :meth:`forward` explains when to pass them.
+        """
         check_domains(features, targets)
         expected = getattr(self.head, "in_features", None)
         if expected is not None and features[0].shape[1] != expected:
@@ -303,8 +348,11 @@ class HessianAlignment(nn.Module):
                              f"{expected} inputs (head.in_features); pass the featurizer's "
                              "output, model.features(x), not the raw inputs")
         params = [p for p in self.head.parameters() if p.requires_grad]
-        losses = self.domain_losses(features, targets)
-        grads = [torch.autograd.grad(loss, params, create_graph=True) for loss in losses]
+        if losses is None:
+            grads = [torch.autograd.grad(loss, params, create_graph=True)
+                     for loss in self.domain_losses(features, targets)]
+        else:
+            grads = _gradients_of_given(check_losses(losses, len(features)), params)
         flat = [_flat(g) for g in grads]
         g_bar = torch.stack(flat).mean(0)
         if self.mode == "hgp":
@@ -321,10 +369,17 @@ class HessianAlignment(nn.Module):
             q_bar = hutchinson_diagonal(mean_grads, params, z)
         return flat, stats, g_bar, q_bar
 
-    def forward(self, features: Sequence[torch.Tensor],
-                targets: Sequence[torch.Tensor]) -> torch.Tensor:
-        """The penalty ``P`` (a scalar with graph into the head and the featurizer)."""
-        flat, stats, g_bar, q_bar = self.statistics(features, targets)
+    def forward(self, features: Sequence[torch.Tensor], targets: Sequence[torch.Tensor],
+                losses: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+        """The penalty ``P`` (a scalar with graph into the head and the featurizer).
+
+        ``losses``: the per-domain losses ``ℓ_e = L(head(features[e]), targets[e])`` the training
+        loop computed for ``ℓ̄`` anyway. Passing them saves one head forward, loss and backward
+        per domain and step (the penalty's gradients are taken of these very tensors); the value
+        is the same. They must be the head's loss on ``features[e]``, the penalty cannot check
+        that; without them the penalty evaluates ``L(head(features[e]), targets[e])`` itself.
+        """
+        flat, stats, g_bar, q_bar = self.statistics(features, targets, losses)
         if self.detach_mean:
             g_bar, q_bar = g_bar.detach(), q_bar.detach()
         terms = torch.stack([self.alpha * (q - q_bar).pow(2).sum()
