@@ -17,7 +17,7 @@ from regzoo.repro import provenance
 from regzoo.repro.claims import MIN_SEEDS
 from regzoo.repro.runner import load_reproduction, result_changes
 
-PENDING_RERUN: set[str] = {"hessian_alignment"}
+PENDING_RERUN: set[str] = set()
 """Results whose code changed since their full run; each leaves with its re-run."""
 
 RESULTS = sorted(path.parent.name for path in results_dir().glob("*/result.json"))
