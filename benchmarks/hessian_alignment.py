@@ -45,6 +45,7 @@ from torch import nn
 
 from regzoo.methods.hessian_alignment import CORAL, DEFAULTS, Fishr, HessianAlignment, IRMv1, VREx
 from regzoo.models import MLP
+from regzoo.repro.hessian_alignment import apply_penalty
 from regzoo.train import time_steps
 from regzoo.train.timing import machine_line
 
@@ -65,16 +66,13 @@ def penalised_loss(model: MLP, xs: list[torch.Tensor], ys: list[torch.Tensor],
     """Mean domain loss (+ a regzoo penalty of the per-domain features).
 
     The penalties that differentiate the domain losses are handed the loop's (``losses=``), as
-    a user's loop does; the others evaluate what they need from the features.
+    a user's loop does, by the reproduction's :func:`apply_penalty`; the others evaluate what they
+    need from the features.
     """
     features = [model.features(x) for x in xs]
     losses = [F.cross_entropy(model.head(f), y) for f, y in zip(features, ys)]
     loss = torch.stack(losses).mean()
-    if penalty is None:
-        return loss
-    if isinstance(penalty, (HessianAlignment, VREx)):
-        return loss + penalty(features, ys, losses=losses)
-    return loss + penalty(features, ys)
+    return loss if penalty is None else loss + apply_penalty(penalty, features, ys, losses)
 
 
 def flat(tensors: tuple[torch.Tensor, ...]) -> torch.Tensor:

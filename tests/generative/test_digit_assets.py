@@ -13,6 +13,14 @@ def cache(tmp_path, monkeypatch):
     return tmp_path / "cache"
 
 
+@pytest.fixture
+def tiny_oracle(cache, monkeypatch):
+    """A one-epoch oracle in the empty cache: DCGAN builds measure their quality with it, fast."""
+    monkeypatch.setattr(digit_assets, "digit_oracle",
+                        lambda: digit_assets.load_oracle(
+                            assets.get("digit_oracle", {"epochs": 1, "channels": (4, 8)})))
+
+
 def test_digit_assets_are_registered_without_importing_their_module_first():
     assert {"digits_mlp", "digit_oracle", "digit_dcgan"} <= set(assets.registry())
 
@@ -30,11 +38,7 @@ def test_two_oracle_builds_into_empty_caches_are_identical(tmp_path, monkeypatch
     assert model.features(torch.rand(3, 64)).shape == (3, 8 * 2 * 2)
 
 
-def test_a_small_dcgan_builds_loads_and_reports_its_quality(cache, monkeypatch):
-    # The quality is measured with the oracle: a tiny one keeps the test fast.
-    monkeypatch.setattr(digit_assets, "digit_oracle",
-                        lambda: digit_assets.load_oracle(
-                            assets.get("digit_oracle", {"epochs": 1, "channels": (4, 8)})))
+def test_a_small_dcgan_builds_loads_and_reports_its_quality(tiny_oracle):
     gan = digit_assets.digit_dcgan(classes=[4, 3, 2, 1, 0], steps=3, batch_size=16)
     assert gan.classes == (0, 1, 2, 3, 4)
     assert len(gan.class_shares) == 10 and sum(gan.class_shares) == pytest.approx(1.0)
@@ -52,11 +56,8 @@ def test_bad_classes_are_named():
         digit_assets.digit_dcgan(classes=[3, 10])
 
 
-def test_a_cold_cache_hit_from_inside_no_grad_still_trains(cache, monkeypatch):
+def test_a_cold_cache_hit_from_inside_no_grad_still_trains(tiny_oracle):
     # An evaluation block that asks for the GAN on a fresh machine builds it there.
-    monkeypatch.setattr(digit_assets, "digit_oracle",
-                        lambda: digit_assets.load_oracle(
-                            assets.get("digit_oracle", {"epochs": 1, "channels": (4, 8)})))
     with torch.no_grad():
         gan = digit_assets.digit_dcgan(classes=[0, 1], steps=2, batch_size=16)
         oracle = assets.get("digit_oracle", {"epochs": 1, "channels": (2, 4)})
