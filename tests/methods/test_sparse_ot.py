@@ -508,6 +508,40 @@ def test_compiled_loops_equal_the_numpy_evaluation_cold_and_warm(k, formulation,
         assert (np.sort(index, 1) == np.sort(full_index, 1)).all()
 
 
+@pytest.mark.parametrize("compiled", [False, True], ids=["plain_python", "numba"])
+@pytest.mark.parametrize("k", [1, 3, 8])
+def test_warm_top_k_equals_the_cold_pass_exactly_on_both_warm_paths(k, compiled):
+    # A warm call re-sorts the previous top k when exactly k entries reach its smallest
+    # current value L, and gathers the entries ≥ L otherwise; either way its values and rows,
+    # tie order included, must be the cold pass's. Rows 5 and 6 tie in every column, near the
+    # top.
+    loops = plain_or_compiled_loops(compiled)
+    rng = np.random.default_rng(23)
+    m, n = 30, 40
+    Ct = rng.uniform(size=(n, m))
+    Ct[:, 6] = Ct[:, 5]
+    alpha, shift = rng.normal(scale=0.3, size=m), rng.normal(scale=0.1, size=n)
+    alpha[5] = alpha[6] = alpha.max()
+    warm_values, warm_index = np.empty((n, k)), np.empty((n, k), dtype=np.int64)
+    loops.top_k(alpha, shift, Ct, warm_values, warm_index, False)
+    paths = {"re-sort": 0, "gather": 0, "tie kept": 0}
+    for scale in (1e-7, 0.3, 1e-7, 1e-3, 0.05, 1e-7, 1.0, 1e-5):
+        alpha = alpha + rng.normal(scale=scale, size=m)
+        alpha[6] = alpha[5]
+        s = alpha + shift[:, None] - Ct
+        lower = np.take_along_axis(s, warm_index, 1).min(1)
+        at_or_above = (s >= lower[:, None]).sum(1)
+        paths["re-sort"] += int((at_or_above == k).sum())
+        paths["gather"] += int((at_or_above > k).sum())
+        loops.top_k(alpha, shift, Ct, warm_values, warm_index, True)
+        cold_values, cold_index = np.empty((n, k)), np.empty((n, k), dtype=np.int64)
+        loops.top_k(alpha, shift, Ct, cold_values, cold_index, False)
+        np.testing.assert_array_equal(warm_values, cold_values)
+        np.testing.assert_array_equal(warm_index, cold_index)
+        paths["tie kept"] += int((cold_index == 5).any(1).sum())
+    assert min(paths.values()) > 0, paths
+
+
 @pytest.mark.parametrize("formulation", ["semi_dual", "dual"])
 @pytest.mark.parametrize("k", [1, 3, 16])
 def test_compiled_evaluation_equals_the_full_one_along_a_random_walk(k, formulation):

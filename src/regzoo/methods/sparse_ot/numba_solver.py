@@ -13,7 +13,6 @@ tested without numba as well.
 from __future__ import annotations
 
 import functools
-import types
 from collections.abc import Callable
 
 import numpy as np
@@ -22,6 +21,7 @@ from regzoo.methods.sparse_ot.compiled import (
     _KERNEL_MAX_K,
     _compiled_loops,
     _dual_terms,
+    _njit_calling,
     _semi_dual_terms,
     _top_k_loop,
 )
@@ -43,25 +43,16 @@ _Solve = Callable[..., tuple[float, int, int, bool]]
 
 @functools.cache
 def _compiled_lbfgs() -> _Solve | None:
-    """:func:`_lbfgs_loop` compiled by numba (cached on disk), or None without numba.
-
-    Each loop is compiled after the loops it calls, from a copy of it whose globals name their
-    compiled versions: numba compiles a call to a global only when it is compiled itself, and
-    caches on disk only functions that take no functions as arguments.
-    """
+    """:func:`_lbfgs_loop` compiled by numba (cached on disk), or None without numba."""
     loops = _compiled_loops()
     if loops is None:
         return None
-    import numba
-
     compiled: dict[str, Callable[..., object]] = {
         "_top_k_loop": loops.top_k, "_semi_dual_terms": loops.semi_dual_terms,
         "_dual_terms": loops.dual_terms}
     for plain in (_more_thuente_step, _evaluate, _line_search, _lbfgs_loop):  # callees first
-        bound = types.FunctionType(plain.__code__, {**plain.__globals__, **compiled},
-                                   plain.__name__)
-        compiled[plain.__name__] = numba.njit(cache=True)(bound)
-    return compiled["_lbfgs_loop"]
+        compiled[plain.__name__] = _njit_calling(plain, compiled)
+    return compiled["_lbfgs_loop"]  # type: ignore[return-value]
 
 
 def _numba_maximise(problem: _Problem, i: int, formulation: str, size: int, max_iter: int,
