@@ -54,6 +54,11 @@ directions come from the bands × bands Gram matrix instead of an SVD of the cub
 is validated from its band extremes in one pass. OTVCA+bregman 0.92–0.95 → 1.33–1.39 (64³),
 0.94 → 1.68 (128³); WSRRR at 128³ 0.94 → 1.46, PSNR equal to 0.01 dB. The full table for that
 machine is in ``results/benchmarks.md``.
+FastHyDe's ΔPSNR (−0.01 dB at 64³, −0.11 at 128³) is hyde-images' HySime, not speed work: it adds
+sum(R_x)/L·1e-5 (every entry of R_x; ``hysime.m`` sums the diagonal) to R_w in place, so its
+BM3D gets σ 1.8–2.5 % larger at 128³ (the same R_w, subspace and eigen-image ranges as ours
+otherwise). With that inflation patched into ours, ours scores 48.266 dB, hyde-images' figure;
+regzoo's default (no band normalisation) scores 48.44 dB (2026-12-08, see ``fasthyde``).
 
 Measured 2026-11-27 on main before that work (best of 2): HyRes 1.85 / 0.92, FORPDN 2.23 /
 1.70, HyMiNoR 1.97 / 1.53, WSRRR 3.64 / 0.83, OTVCA 0.07 / 0.12, FastHyDe 1.15 / 0.98,
