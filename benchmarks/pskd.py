@@ -118,8 +118,11 @@ def main(argv: list[str] | None = None) -> int:
         model = MLP(data.num_features, c) if name == "MLP" else CNN((8, 8), c)
         ours = ProgressiveSelfKnowledgeDistillation(n, c, alpha_T=ALPHA_T, total_epochs=EPOCHS)
         ref = PaperPSKD(n, c)
-        for criterion in (ours, ref):  # one first-epoch call fills the rows
-            criterion(model(x).detach(), y, index)
+        # Epoch 0 visits every example, as training does, so every row of both tables is
+        # written before the timed steps of epoch 1.
+        everyone = torch.arange(n)
+        for criterion in (ours, ref):
+            criterion(model(data.x_train).detach(), data.y_train, everyone)
         ours.set_epoch(1)
         ref.epoch = 1
         arms = {"ce": cross_entropy, "regzoo": ours, "reference": ref}

@@ -132,6 +132,19 @@ def test_rows_never_written_are_read_as_the_label():
                                rtol=0, atol=0)
 
 
+def test_rows_unwritten_in_a_loaded_table_are_read_as_the_label_again():
+    # The criterion remembers, per epoch, whether any row is still unwritten (rows are only
+    # ever written, so "none" stays true); loading a table must forget it.
+    _, target, index = _batch(seed=8)
+    crit = _filled(2)
+    crit.soft_targets(target, index)
+    empty = PSKD(N, C, alpha_T=0.8, total_epochs=10).double()
+    empty.set_epoch(2)
+    crit.load_state_dict(empty.state_dict())
+    torch.testing.assert_close(crit.soft_targets(target, index), F.one_hot(target, C).double(),
+                               rtol=0, atol=0)
+
+
 def test_a_perfect_confident_table_gives_cross_entropy():
     logits, target, index = _batch(seed=8)
     labels = torch.randint(0, C, (N,), generator=torch.Generator().manual_seed(8))

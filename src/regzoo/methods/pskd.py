@@ -119,7 +119,8 @@ class ProgressiveSelfKnowledgeDistillation(nn.Module):
 
     The table ``predictions`` (N × C) and the epoch counter ``epoch`` are buffers: they move
     with ``.to(device)`` and are saved by ``state_dict()``. Call :meth:`set_epoch` at the start
-    of every epoch. The table is written on every call in training mode; call ``.eval()`` on
+    of every epoch (a step reads a host copy of the epoch: writing the buffer directly is not
+    seen; ``load_state_dict`` is). The table is written on every call in training mode; call ``.eval()`` on
     the criterion to evaluate the loss without touching it.
 
     Example (the batches must carry each example's index in the training set):
@@ -156,6 +157,11 @@ class ProgressiveSelfKnowledgeDistillation(nn.Module):
         self.update_on_forward = update_on_forward
         self.register_buffer("predictions", torch.zeros(num_examples, num_classes))
         self.register_buffer("epoch", torch.zeros((), dtype=torch.int64))
+        # Host copies, so that a step reads neither the epoch buffer nor the whole table (each
+        # read a device sync on a GPU): the epoch as set, and whether any row is still unwritten
+        # (None: not read since the last set_epoch or load; rows are only ever written).
+        self._epoch = 0
+        self._unwritten: bool | None = None
         self._stored_at_epoch_zero = 0
 
     def extra_repr(self) -> str:
@@ -168,6 +174,7 @@ class ProgressiveSelfKnowledgeDistillation(nn.Module):
         check_state_shapes(self, state_dict, prefix, "build the criterion with the checkpoint's "
                            "num_examples (N) and num_classes (C)")
         super()._load_from_state_dict(state_dict, prefix, *args)
+        self._epoch, self._unwritten = int(self.epoch), None
 
     def set_epoch(self, epoch: int) -> None:
         """Select epoch t ∈ [0, T − 1]; α_t and the first-epoch rule follow from it."""
@@ -177,11 +184,12 @@ class ProgressiveSelfKnowledgeDistillation(nn.Module):
                              f"{self.total_epochs}), got {epoch}; pass the run's length as "
                              "total_epochs")
         self.epoch.fill_(epoch)
+        self._epoch, self._unwritten = epoch, None
 
     @property
     def alpha(self) -> float:
         """α_t = α_T (t + 1) / T of the current epoch (at t = 0 the target is the label)."""
-        return self.alpha_T * (int(self.epoch) + 1) / self.total_epochs
+        return self.alpha_T * (self._epoch + 1) / self.total_epochs
 
     def label_issues(self, labels: torch.Tensor, *, min_margin: float = 0.0) -> LabelIssues:
         """Training examples whose stored predictions P[i] prefer another class than ``labels``.
@@ -216,12 +224,14 @@ class ProgressiveSelfKnowledgeDistillation(nn.Module):
         # table's dtype directly.
         onehot = torch.zeros(target.shape[0], self.num_classes, dtype=self.predictions.dtype,
                              device=target.device).scatter_(1, target.unsqueeze(1), 1.0)
-        if int(self.epoch) == 0 or self.alpha_T == 0.0:
+        if self._epoch == 0 or self.alpha_T == 0.0:
             return onehot
         rows = self.predictions.index_select(0, index.to(self.predictions.device))
         rows = rows.to(onehot.device)
-        unwritten = (rows.sum(dim=1) == 0).unsqueeze(1)
-        rows = torch.where(unwritten, onehot, rows)
+        if self._unwritten is None:
+            self._unwritten = bool((self.predictions.sum(dim=1) == 0).any())
+        if self._unwritten:
+            rows = torch.where((rows.sum(dim=1) == 0).unsqueeze(1), onehot, rows)
         # lerp(a, b, w) = a + w (b − a) = (1 − α) a + α b: one kernel.
         return onehot.lerp_(rows, self.alpha)
 
@@ -265,7 +275,7 @@ class ProgressiveSelfKnowledgeDistillation(nn.Module):
         self._check_target(target, batch)
         check_index(index, batch, self.num_examples)
         log_probs = logits.log_softmax(dim=1)
-        if int(self.epoch) == 0 or self.alpha_T == 0.0:
+        if self._epoch == 0 or self.alpha_T == 0.0:
             loss = F.nll_loss(log_probs, target)
         else:
             with torch.no_grad():
@@ -283,7 +293,7 @@ class ProgressiveSelfKnowledgeDistillation(nn.Module):
         return loss
 
     def _warn_if_epoch_never_set(self, batch: int) -> None:
-        if int(self.epoch) != 0 or self._stored_at_epoch_zero < 0:
+        if self._epoch != 0 or self._stored_at_epoch_zero < 0:
             return
         self._stored_at_epoch_zero += batch
         if self._stored_at_epoch_zero > 2 * self.num_examples:
