@@ -120,8 +120,8 @@ class ProgressiveSelfKnowledgeDistillation(nn.Module):
     The table ``predictions`` (N × C) and the epoch counter ``epoch`` are buffers: they move
     with ``.to(device)`` and are saved by ``state_dict()``. Call :meth:`set_epoch` at the start
     of every epoch (a step reads a host copy of the epoch: writing the buffer directly is not
-    seen; ``load_state_dict`` is). The table is written on every call in training mode; call ``.eval()`` on
-    the criterion to evaluate the loss without touching it.
+    seen; ``load_state_dict`` is). The table is written on every call in training mode; call
+    ``.eval()`` on the criterion to evaluate the loss without touching it.
 
     Example (the batches must carry each example's index in the training set):
         >>> import torch

@@ -61,11 +61,12 @@ previous evaluation's top k, and, unless there are exactly k (the old top k stil
 then only those k are re-sorted), once more to gather them for the insertion. It beats any NumPy
 or torch evaluation because those must first write α − Cᵀ to memory and then select in it, each
 a full pass, with scatters and temporaries after; the loop reads Cᵀ and writes only n·k values.
-Measured at 500×500, one thread (``benchmarks/sparse_ot.py``): one ``np.partition`` of α − Cᵀ
-takes 0.50–0.63 ms and forming α − Cᵀ alone 0.10–0.13 ms (``torch.topk``: 0.30 ms at k = 2,
-1.9 ms at k = 10); one compiled evaluation, value and gradient included, takes 0.12 ms at k = 2
-and 0.26 ms at k = 10 on average over a whole solve (0.04 and 0.07 ms at the optimum after a
-previous one, 0.3 and 0.7 ms cold); one of POT's takes 3–3.5 ms. The numba solver's whole
+Measured at 500×500, one thread, in two runs (``benchmarks/sparse_ot.py``): one ``np.partition``
+of α − Cᵀ takes 0.50–0.68 ms and forming α − Cᵀ alone 0.10–0.14 ms (``torch.topk``: 0.30–0.45
+ms at k = 2, 1.9–2.2 ms at k = 10); one compiled evaluation, value and gradient included, takes
+0.12–0.13 ms at k = 2 and 0.26–0.30 ms at k = 10 on average over a whole solve (0.04–0.05 and
+0.06–0.07 ms at the optimum after a previous one, 0.3–0.4 and 0.6–0.7 ms cold); one of POT's
+takes 3–3.8 ms. The numba solver's whole
 iteration costs little more than its evaluation; scipy's L-BFGS-B adds ~0.1 ms per iteration.
 Without numba (or for k > 16) the evaluation is screened (``screening``): each column keeps its
 top P rows at a reference α⁰ and the (P+1)-th value τ_j, and as long as the top k of those P (or

@@ -1,4 +1,4 @@
-"""The optional compiled evaluation: three numba loops (extra ``fast``).
+"""The optional compiled evaluation: three numba loops and a helper (extra ``fast``).
 
 They serve the scipy solver's evaluations and, compiled into it, the numba solver
 (:mod:`~regzoo.methods.sparse_ot.numba_solver`). numba is imported on the first solve that can
